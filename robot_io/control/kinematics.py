@@ -1,0 +1,180 @@
+"""Batched forward kinematics and damped-least-squares IK of kinematic chains, in torch.
+
+Chains run from the root body to a site (hands, feet). They are padded to a common length so
+that all chains of all worlds are solved in one set of tensor operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ChainSet:
+    """C chains padded to L links. Link l applies a fixed transform then its hinge rotation.
+
+    Attributes:
+        off_pos: (C, L, 3) link origin in its parent link's frame.
+        off_rot: (C, L, 3, 3) link orientation in its parent link's frame.
+        axis: (C, L, 3) hinge axis in the link frame (zero for a fixed link).
+        k1, k2: (C, L, 3, 3) skew(axis) and skew(axis)^2, for Rodrigues' formula.
+        joint: (C, L) index into the robot's joint vector, -1 for a fixed link.
+        solve: (C, L) whether IK may move this joint.
+        site_pos, site_rot: (C, 3), (C, 3, 3) the end site in the last link's frame.
+    """
+
+    off_pos: Tensor
+    off_rot: Tensor
+    axis: Tensor
+    k1: Tensor
+    k2: Tensor
+    joint: Tensor
+    solve: Tensor
+    site_pos: Tensor
+    site_rot: Tensor
+
+    @property
+    def num_chains(self) -> int:
+        return int(self.joint.shape[0])
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], float)
+
+
+def build_chains(model: mujoco.MjModel, root: str, sites: list[str], joint_names: list[str],
+                 frozen: set[str]) -> ChainSet:
+    """Extract chains root -> site from a compiled model.
+
+    Args:
+        model: the compiled model.
+        root: the chains' base body (its frame is the root frame).
+        sites: end sites, one chain each.
+        joint_names: the robot joint order the `joint` indices refer to.
+        frozen: joints on a chain that IK must not move (e.g. the waist for the legs).
+    """
+    chains = []
+    root_id = model.body(root).id
+    for site in sites:
+        sid = model.site(site).id
+        links = []
+        body = int(model.site_bodyid[sid])
+        while body != root_id:
+            if body == 0:
+                raise ValueError(f"site {site} is not below body {root}")
+            links.append(body)
+            body = int(model.body_parentid[body])
+        links.reverse()
+        rows = []
+        for b in links:
+            rot = np.zeros(9)
+            mujoco.mju_quat2Mat(rot, model.body_quat[b])
+            jnt, axis, idx, solve = model.body_jntadr[b], np.zeros(3), -1, False
+            if model.body_jntnum[b] > 1:
+                raise ValueError(f"body {model.body(b).name} has several joints")
+            if model.body_jntnum[b] == 1:
+                if np.abs(model.jnt_pos[jnt]).max() > 1e-9:
+                    raise ValueError(f"joint {model.joint(jnt).name} is not at its body origin")
+                name = model.joint(jnt).name
+                axis, idx = model.jnt_axis[jnt].copy(), joint_names.index(name)
+                solve = name not in frozen
+            rows.append((model.body_pos[b].copy(), rot.reshape(3, 3), axis, idx, solve))
+        srot = np.zeros(9)
+        mujoco.mju_quat2Mat(srot, model.site_quat[sid])
+        chains.append((rows, model.site_pos[sid].copy(), srot.reshape(3, 3)))
+    length = max(len(rows) for rows, _, _ in chains)
+    c = len(chains)
+    off_pos = np.zeros((c, length, 3))
+    off_rot = np.tile(np.eye(3), (c, length, 1, 1))
+    axis = np.zeros((c, length, 3))
+    joint = -np.ones((c, length), dtype=np.int64)
+    solve = np.zeros((c, length), dtype=bool)
+    for i, (rows, _, _) in enumerate(chains):
+        for j, (p, r, a, idx, s) in enumerate(rows):
+            off_pos[i, j], off_rot[i, j], axis[i, j], joint[i, j], solve[i, j] = p, r, a, idx, s
+    k1 = np.stack([[_skew(axis[i, j]) for j in range(length)] for i in range(c)])
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    return ChainSet(off_pos=t(off_pos), off_rot=t(off_rot), axis=t(axis), k1=t(k1),
+                    k2=t(k1 @ k1), joint=torch.tensor(joint), solve=torch.tensor(solve),
+                    site_pos=t(np.stack([p for _, p, _ in chains])),
+                    site_rot=t(np.stack([r for _, _, r in chains])))
+
+
+def chain_angles(chains: ChainSet, q: Tensor) -> Tensor:
+    """(B, nj) joint vector -> (B, C, L) chain angles (0 for fixed links)."""
+    idx = chains.joint.clamp(min=0)
+    angles = q[:, idx.reshape(-1)].reshape(q.shape[0], *idx.shape)
+    return torch.where(chains.joint >= 0, angles, torch.zeros_like(angles))
+
+
+def forward_kinematics(chains: ChainSet, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """End-site poses and Jacobians in the root frame.
+
+    Args:
+        chains: the chains.
+        q: (B, nj) robot joint positions.
+
+    Returns:
+        pos (B, C, 3), rot (B, C, 3, 3), jac (B, C, 6, L): rows 0-2 translational, 3-5
+        rotational, zero columns for fixed or frozen links.
+    """
+    theta = chain_angles(chains, q)
+    s, c = torch.sin(theta)[..., None, None], torch.cos(theta)[..., None, None]
+    eye = torch.eye(3, dtype=q.dtype)
+    joint_rot = eye + s * chains.k1 + (1 - c) * chains.k2  # (B, C, L, 3, 3)
+    b = q.shape[0]
+    pos = torch.zeros(b, chains.num_chains, 3, dtype=q.dtype)
+    rot = eye.expand(b, chains.num_chains, 3, 3)
+    anchors, axes = [], []
+    for link in range(chains.joint.shape[1]):
+        pos = pos + (rot @ chains.off_pos[:, link, :, None]).squeeze(-1)
+        rot = rot @ chains.off_rot[:, link]
+        anchors.append(pos)
+        axes.append((rot @ chains.axis[:, link, :, None]).squeeze(-1))
+        rot = rot @ joint_rot[:, :, link]
+    ee_pos = pos + (rot @ chains.site_pos[..., None]).squeeze(-1)
+    ee_rot = rot @ chains.site_rot
+    anchor = torch.stack(anchors, 2)  # (B, C, L, 3)
+    axis = torch.stack(axes, 2)
+    jp = torch.cross(axis, ee_pos.unsqueeze(2) - anchor, dim=-1)
+    jac = torch.cat([jp, axis], dim=-1).transpose(-1, -2)  # (B, C, 6, L)
+    jac = jac * chains.solve.to(q.dtype)[:, None, :]
+    return ee_pos, ee_rot, jac
+
+
+def orientation_error(current: Tensor, target: Tensor) -> Tensor:
+    """Rotation vector taking `current` to `target` (both (..., 3, 3)), in the outer frame."""
+    rel = target @ current.transpose(-1, -2)
+    # Axis-angle of rel via its quaternion; robust for all angles below pi.
+    w = 0.5 * torch.sqrt(torch.clamp(1 + rel[..., 0, 0] + rel[..., 1, 1] + rel[..., 2, 2],
+                                     min=1e-12))
+    v = torch.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
+                     rel[..., 1, 0] - rel[..., 0, 1]], -1) / (4 * w.unsqueeze(-1))
+    sin_half = v.norm(dim=-1, keepdim=True)
+    angle = 2 * torch.atan2(sin_half, w.unsqueeze(-1))
+    return v * (angle / sin_half.clamp_min(1e-12))
+
+
+def dls_step(jac: Tensor, err: Tensor, damping: float, null_bias: Tensor | None = None) -> Tensor:
+    """Damped least-squares joint step dq = J^T (J J^T + d^2 I)^-1 err, plus a null-space bias.
+
+    Args:
+        jac: (..., 6, L).
+        err: (..., 6) task-space error.
+        damping: d, in the units of err.
+        null_bias: (..., L) a joint-space step projected into the null space of J, or None.
+    """
+    jt = jac.transpose(-1, -2)
+    eye = torch.eye(jac.shape[-2], dtype=jac.dtype)
+    a = jac @ jt + damping ** 2 * eye
+    x = torch.linalg.solve(a, err.unsqueeze(-1))
+    dq = (jt @ x).squeeze(-1)
+    if null_bias is not None:
+        proj = jt @ torch.linalg.solve(a, jac @ null_bias.unsqueeze(-1))
+        dq = dq + null_bias - proj.squeeze(-1)
+    return dq

@@ -1,0 +1,145 @@
+"""The reference whole-body controller (simulation only, privileged).
+
+- A soft virtual harness (a mocap body welded to the trunk) carries the pelvis along the
+  integrated base-velocity command, at standing height above the supporting terrain.
+- The legs step (`Gait`): feet planted in stance, swing arcs to landing spots, tracked by
+  damped-least-squares IK of each leg in the trunk frame.
+- The arms reach the commanded hand poses by damped-least-squares differential IK within joint
+  limits; a gravity feed-forward and an integral term cancel the PD droop of the weak arm
+  servos, so hands reach the commanded pose even while holding a payload.
+- Grippers follow the command by position.
+
+It satisfies the same `Controller` protocol as the learned controller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from robot_io.control.gait import Gait, GaitConfig
+from robot_io.control.kinematics import (build_chains, dls_step, forward_kinematics,
+                                         orientation_error)
+from robot_io.env import BatchedEnv
+from robot_io.math3d import (quat_conj, quat_from_yaw, quat_mul, quat_to_mat, quat_rotate,
+                             yaw_of)
+from robot_io.robot_spec import LEFT_ARM, LEFT_LEG, RIGHT_ARM, RIGHT_LEG
+from robot_io.t1_model import ROOT_BODY
+from robot_io.types import Command, HarnessTarget, JointTargets, Observation
+
+CHAIN_SITES = ["left_hand", "right_hand", "left_foot", "right_foot"]
+ARM_JOINTS = torch.tensor(LEFT_ARM + RIGHT_ARM)
+LEG_JOINTS = torch.tensor(LEFT_LEG + RIGHT_LEG)
+
+
+@dataclass(frozen=True)
+class ReferenceControllerConfig:
+    """Gains of the reference controller (documented defaults)."""
+
+    ik_iterations: int = 2
+    ik_damping: float = 0.02
+    max_ik_step_rad: float = 0.04
+    posture_gain: float = 0.05  # null-space pull of the arms toward the default pose
+    integral_gain: float = 0.03  # per tick, on the arm joint tracking error
+    integral_limit_rad: float = 0.6
+    joint_margin_rad: float = 0.02
+    # Extra joint damping [N m s / rad] the arms get through their position targets: the arm
+    # servos (kp 20, kd 0.5) alone ring for seconds after a move.
+    arm_damping: float = 1.5
+    gait: GaitConfig = GaitConfig()
+
+
+class ReferenceController:
+    """Privileged controller for `BatchedEnv` worlds.
+
+    Args:
+        env: the simulated worlds (read for privileged state: terrain, gravity torques).
+        cfg: gains.
+    """
+
+    def __init__(self, env: BatchedEnv, cfg: ReferenceControllerConfig | None = None) -> None:
+        self.env, self.cfg = env, cfg or ReferenceControllerConfig()
+        robot = env.robot
+        self.chains = build_chains(env.model, ROOT_BODY, CHAIN_SITES, list(robot.joint_names),
+                                   frozen={"Waist"})
+        self.default = env.default_pose
+        self.lower = env.joint_lower + self.cfg.joint_margin_rad
+        self.upper = env.joint_upper - self.cfg.joint_margin_rad
+        self.kp = torch.tensor(robot.kp, dtype=torch.float64)
+        pos, rot, _ = forward_kinematics(self.chains, self.default.unsqueeze(0))
+        self.nominal_feet = pos[0, 2:]  # trunk upright: root frame == heading frame
+        self.nominal_foot_rot = rot[0, 2:]
+        self.gait = Gait(self.nominal_feet, robot.control_dt_s, env.task.terrain_height,
+                         self.cfg.gait)
+        n = env.num_worlds
+        self.q_ik = self.default.expand(n, -1).clone()
+        self.offset = torch.zeros(n, robot.num_joints, dtype=torch.float64)
+        self.reset(env.observe())
+
+    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
+        if ids is None:
+            ids = torch.arange(obs.num_worlds)
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        self.q_ik[ids] = obs.joint_pos[ids]
+        self.offset[ids] = 0.0
+        feet_world = obs.root_pos[ids].unsqueeze(1) + quat_rotate(
+            obs.root_quat[ids].unsqueeze(1).expand(-1, 2, -1), obs.foot_pos[ids])
+        feet_yaw = yaw_of(quat_mul(obs.root_quat[ids].unsqueeze(1).expand(-1, 2, -1),
+                                   obs.foot_quat[ids]))
+        nominal_yaw = yaw_of(quat_mul(torch.tensor([1.0, 0, 0, 0], dtype=torch.float64),
+                                      _mat_quat(self.nominal_foot_rot)))
+        self.gait.reset(obs.root_pos[ids], yaw_of(obs.root_quat[ids]), feet_world,
+                        feet_yaw - nominal_yaw, ids)
+
+    def step(self, cmd: Command, obs: Observation) -> JointTargets:
+        """Joint targets and a harness pose for this tick."""
+        gait = self.gait
+        gait.step(cmd.base_vel, obs.root_pos)
+        targets_pos, targets_rot = self._chain_targets(cmd, obs)
+        q = self.q_ik
+        solve_mask = self.chains.solve
+        for _ in range(self.cfg.ik_iterations):
+            pos, rot, jac = forward_kinematics(self.chains, q)
+            err = torch.cat([targets_pos - pos, orientation_error(rot, targets_rot)], -1)
+            theta = q[:, self.chains.joint.clamp(min=0)]
+            bias = self.cfg.posture_gain * (self.default[self.chains.joint.clamp(min=0)] - theta)
+            bias = bias * solve_mask
+            bias[:, 2:] = 0.0  # legs: no posture pull, the foot pose fixes them
+            dq = dls_step(jac, err, self.cfg.ik_damping, bias)
+            dq = dq.clamp(-self.cfg.max_ik_step_rad, self.cfg.max_ik_step_rad) * solve_mask
+            q = q.index_add(1, self.chains.joint.clamp(min=0).reshape(-1),
+                            dq.reshape(q.shape[0], -1) * (self.chains.joint >= 0).reshape(-1))
+            q = torch.minimum(torch.maximum(q, self.lower), self.upper)
+        self.q_ik = q
+        # Arms: gravity feed-forward and integral action against the PD droop.
+        bias_torque = self.env.sim.qfrc_bias[:, self.env.joint_dadr]
+        self.offset[:, ARM_JOINTS] += self.cfg.integral_gain * (
+            q[:, ARM_JOINTS] - obs.joint_pos[:, ARM_JOINTS])
+        self.offset.clamp_(-self.cfg.integral_limit_rad, self.cfg.integral_limit_rad)
+        joint_targets = q.clone()
+        joint_targets[:, ARM_JOINTS] += (self.offset[:, ARM_JOINTS]
+                                         + (bias_torque[:, ARM_JOINTS]
+                                            - self.cfg.arm_damping * obs.joint_vel[:, ARM_JOINTS])
+                                         / self.kp[ARM_JOINTS])
+        harness = HarnessTarget(pos=gait.pos.clone(), quat=quat_from_yaw(gait.yaw))
+        return JointTargets(joint_pos=joint_targets, gripper=cmd.gripper, harness=harness)
+
+    def _chain_targets(self, cmd: Command, obs: Observation) -> tuple[Tensor, Tensor]:
+        """Targets (B, 4, 3) and (B, 4, 3, 3) of the hand and foot sites in the root frame."""
+        root_rot_t = quat_to_mat(obs.root_quat).transpose(-1, -2).unsqueeze(1)  # (B,1,3,3)
+        gait = self.gait
+        feet_local = (root_rot_t @ (gait.feet - obs.root_pos.unsqueeze(1)).unsqueeze(-1))
+        feet_rot = root_rot_t @ quat_to_mat(quat_from_yaw(gait.feet_yaw)) @ self.nominal_foot_rot
+        pos = torch.cat([cmd.hand_pos, feet_local.squeeze(-1)], 1)
+        rot = torch.cat([quat_to_mat(cmd.hand_quat), feet_rot], 1)
+        return pos, rot
+
+
+def _mat_quat(rot: Tensor) -> Tensor:
+    from robot_io.math3d import mat_to_quat
+    return mat_to_quat(rot)
+
+
+__all__ = ["ReferenceController", "ReferenceControllerConfig", "quat_conj"]

@@ -1,0 +1,206 @@
+"""`BatchedEnv`: N worlds of one task, observed and commanded as batched torch tensors.
+
+One control tick (50 Hz by default) is one batched call of `substeps` physics steps on all
+cores. The env is the simulated "world" of the session loop: `observe()` returns an
+`Observation`, `apply(targets)` applies a controller's `JointTargets` (after safety clamps) and
+steps the physics, and returns what was applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+import torch
+from torch import Tensor
+
+from robot_io.errors import SafetyLimitError
+from robot_io.math3d import pose_in_frame, quat_rotate_inv
+from robot_io.robot_spec import RobotSpec
+from robot_io.sim.mujoco_batch import MujocoBatchBackend
+from robot_io.t1_model import (HARNESS_BODY, HARNESS_EQ, ROOT_BODY, build_robot,
+                               default_robot_spec)
+from robot_io.tasks import make_task
+from robot_io.tasks.base import Task, TaskConfig
+from robot_io.types import JointTargets, Observation
+
+SIDES = ("left", "right")
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """Per-world task outcome after a tick: (B,) tensors."""
+
+    success: Tensor
+    reward: Tensor
+    timeout: Tensor
+
+    @property
+    def done(self) -> Tensor:
+        return self.success | self.timeout
+
+
+class BatchedEnv:
+    """N worlds of a task on the CPU MuJoCo batch backend.
+
+    Args:
+        task: a registered task name or a `Task` instance.
+        num_worlds: number of worlds N.
+        threads: physics threads (0: all CPUs). Results do not depend on it.
+        seed: seed of the randomisation generator; same seed, same trajectories.
+        task_config: overrides the task's `default_config()`.
+        robot: the robot spec (default: `default_robot_spec()`).
+        max_joint_step_rad: safety clamp on how far a joint target may move per tick.
+    """
+
+    def __init__(self, task: str | Task, num_worlds: int = 1, threads: int = 0, seed: int = 0,
+                 task_config: TaskConfig | None = None, robot: RobotSpec | None = None,
+                 max_joint_step_rad: float = 0.3) -> None:
+        self.task = make_task(task, task_config) if isinstance(task, str) else task
+        self.robot = robot or default_robot_spec()
+        spec = build_robot(self.robot)
+        self.task.build_scene(spec)
+        self.spec = spec
+        self.model = spec.compile()
+        self.sim = MujocoBatchBackend(self.model, num_worlds, threads)
+        self.num_worlds = num_worlds
+        self.seed = seed
+        self.max_joint_step_rad = max_joint_step_rad
+        self.gen = torch.Generator().manual_seed(seed)
+        self._index(self.model)
+        self.task.bind(self.model, self.sim, self.robot)
+        self.episode_steps = torch.zeros(num_worlds, dtype=torch.long)
+        self.reset_params: dict[str, Tensor] = {}
+        self.reset()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _index(self, m: mujoco.MjModel) -> None:
+        r = self.robot
+        self.joint_qadr = torch.tensor([m.joint(n).qposadr[0] for n in r.joint_names])
+        self.joint_dadr = torch.tensor([m.joint(n).dofadr[0] for n in r.joint_names])
+        self.finger_qadr = torch.tensor([m.joint(f"{s}_finger_a").qposadr[0] for s in SIDES])
+        root_joint = m.joint(m.body(ROOT_BODY).jntadr[0])
+        self.root_qadr = int(root_joint.qposadr[0])
+        self.root_dadr = int(root_joint.dofadr[0])
+        self.harness_mocap = int(m.body(HARNESS_BODY).mocapid[0])
+        self.harness_eq = m.equality(HARNESS_EQ).id
+        self.joint_lower = torch.tensor(r.joint_lower, dtype=torch.float64)
+        self.joint_upper = torch.tensor(r.joint_upper, dtype=torch.float64)
+        self.default_pose = torch.tensor(r.default_pose, dtype=torch.float64)
+
+        def sensor(name: str, dim: int) -> slice:
+            adr = int(m.sensor(name).adr[0])
+            return slice(adr, adr + dim)
+
+        self._s_hand_pos = [sensor(f"{s}_hand_pos", 3) for s in SIDES]
+        self._s_hand_quat = [sensor(f"{s}_hand_quat", 4) for s in SIDES]
+        self._s_foot_pos = [sensor(f"{s}_foot_pos", 3) for s in SIDES]
+        self._s_foot_quat = [sensor(f"{s}_foot_quat", 4) for s in SIDES]
+        self._s_linvel = sensor("root_linvel", 3)
+
+    @property
+    def control_dt_s(self) -> float:
+        return self.robot.control_dt_s
+
+    @property
+    def time_limit_steps(self) -> int:
+        return int(round(self.task.config.time_limit_s / self.control_dt_s))
+
+    # -- episode ------------------------------------------------------------------------------
+    def reset(self, ids: Tensor | None = None) -> Observation:
+        """Reset worlds `ids` (all when None): default pose, randomised task state; observe all."""
+        if ids is None:
+            ids = torch.arange(self.num_worlds)
+        ids = torch.as_tensor(ids, dtype=torch.long).sort().values
+        if len(ids) == 0:
+            return self.observe()
+        sim = self.sim
+        sim.reset(ids)
+        rows = ids.unsqueeze(1)
+        sim.qpos[rows, self.joint_qadr] = self.default_pose
+        sim.ctrl[ids, :self.robot.num_joints] = self.default_pose
+        sim.ctrl[ids, self.robot.num_joints:] = 0.0
+        params = self.task.reset(ids, self.gen)
+        # The harness starts where the trunk is, switched off until a controller asks for it.
+        sim.mocap_pos[ids, self.harness_mocap] = sim.qpos[ids, self.root_qadr:self.root_qadr + 3]
+        sim.mocap_quat[ids, self.harness_mocap] = sim.qpos[ids,
+                                                           self.root_qadr + 3:self.root_qadr + 7]
+        sim.eq_active[ids, self.harness_eq] = 0.0
+        sim.forward(ids)
+        self.episode_steps[ids] = 0
+        for key, value in params.items():
+            store = self.reset_params.setdefault(
+                key, torch.full((self.num_worlds,), float("nan"), dtype=torch.float64))
+            store[ids] = value.to(torch.float64)
+        return self.observe()
+
+    def observe(self) -> Observation:
+        """The current `Observation` of every world."""
+        sim = self.sim
+        qpos, qvel, data = sim.qpos, sim.qvel, sim.sensordata
+        a = self.root_qadr
+        root_pos, root_quat = qpos[:, a:a + 3], qpos[:, a + 3:a + 7]
+        d = self.root_dadr
+        gravity = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64).expand(self.num_worlds, 3)
+        hand_pos = torch.stack([data[:, s] for s in self._s_hand_pos], 1)
+        hand_quat = torch.stack([data[:, s] for s in self._s_hand_quat], 1)
+        foot_pos = torch.stack([data[:, s] for s in self._s_foot_pos], 1)
+        foot_quat = torch.stack([data[:, s] for s in self._s_foot_quat], 1)
+        hand_pos, hand_quat = pose_in_frame(root_pos, root_quat, hand_pos, hand_quat)
+        foot_pos, foot_quat = pose_in_frame(root_pos, root_quat, foot_pos, foot_quat)
+        return Observation(
+            time_s=sim.time.clone(),
+            joint_pos=qpos[:, self.joint_qadr],
+            joint_vel=qvel[:, self.joint_dadr],
+            gripper_pos=qpos[:, self.finger_qadr] / self.robot.gripper.travel_m,
+            root_pos=root_pos.clone(), root_quat=root_quat.clone(),
+            root_lin_vel=data[:, self._s_linvel].clone(),
+            root_ang_vel=qvel[:, d + 3:d + 6].clone(),  # free joint: already in the body frame
+            projected_gravity=quat_rotate_inv(root_quat, gravity),
+            hand_pos=hand_pos, hand_quat=hand_quat, foot_pos=foot_pos, foot_quat=foot_quat,
+            task=self.task.observe(root_pos, root_quat))
+
+    def apply(self, targets: JointTargets) -> JointTargets:
+        """Clamp targets to joint limits and the per-tick step limit, write them, step physics.
+
+        Raises:
+            SafetyLimitError: a target is NaN or inf (names the world and field).
+
+        Returns:
+            The targets actually applied.
+        """
+        n = self.num_worlds
+        for name, value in (("joint_pos", targets.joint_pos), ("gripper", targets.gripper)):
+            bad = ~torch.isfinite(value).reshape(n, -1).all(dim=1)
+            if bool(bad.any()):
+                world = int(torch.nonzero(bad)[0, 0])
+                raise SafetyLimitError(f"joint target field '{name}' of world {world} is not "
+                                       f"finite; controllers must output finite targets")
+        sim, nj = self.sim, self.robot.num_joints
+        prev = sim.ctrl[:, :nj]
+        step = self.max_joint_step_rad
+        joint = torch.minimum(torch.maximum(targets.joint_pos, prev - step), prev + step)
+        joint = torch.minimum(torch.maximum(joint, self.joint_lower), self.joint_upper)
+        gripper = targets.gripper.clamp(0.0, 1.0)
+        sim.ctrl[:, :nj] = joint
+        sim.ctrl[:, nj:nj + 2] = gripper * self.robot.gripper.travel_m
+        if targets.harness is not None:
+            sim.mocap_pos[:, self.harness_mocap] = targets.harness.pos
+            sim.mocap_quat[:, self.harness_mocap] = targets.harness.quat
+            sim.eq_active[:, self.harness_eq] = 1.0
+        else:
+            sim.eq_active[:, self.harness_eq] = 0.0
+        sim.step(self.robot.substeps)
+        self.episode_steps += 1
+        return JointTargets(joint_pos=joint.clone(), gripper=gripper, harness=targets.harness)
+
+    def outcome(self) -> StepOutcome:
+        """Success, sparse reward and time-out of every world in the current state."""
+        success = self.task.success()
+        timeout = self.episode_steps >= self.time_limit_steps
+        return StepOutcome(success=success, reward=success.to(torch.float64), timeout=timeout)
+
+    def state(self) -> np.ndarray:
+        """(N, nstate) full integration state (for exact replay)."""
+        return self.sim.full_state().copy()

@@ -1,0 +1,102 @@
+"""Batched rigid-body maths on torch tensors. Quaternions are (w, x, y, z)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def quat_mul(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product a * b, (..., 4)."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+
+
+def quat_conj(q: Tensor) -> Tensor:
+    """Conjugate (the inverse of a unit quaternion)."""
+    return torch.cat([q[..., :1], -q[..., 1:]], dim=-1)
+
+
+def quat_rotate(q: Tensor, v: Tensor) -> Tensor:
+    """Rotate vectors v (..., 3) by unit quaternions q (..., 4)."""
+    w, xyz = q[..., :1], q[..., 1:]
+    t = 2.0 * torch.cross(xyz, v, dim=-1)
+    return v + w * t + torch.cross(xyz, t, dim=-1)
+
+
+def quat_rotate_inv(q: Tensor, v: Tensor) -> Tensor:
+    """Rotate vectors v by the inverse of q."""
+    return quat_rotate(quat_conj(q), v)
+
+
+def quat_to_mat(q: Tensor) -> Tensor:
+    """(..., 4) -> (..., 3, 3) rotation matrices (columns are the rotated axes)."""
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1).reshape(*q.shape[:-1], 3, 3)
+
+
+def mat_to_quat(m: Tensor) -> Tensor:
+    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions with w >= 0."""
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    # Magnitudes from the diagonal, signs from the off-diagonal: stable for all rotations.
+    w = torch.sqrt(torch.clamp(1 + m00 + m11 + m22, min=0)) / 2
+    x = torch.sqrt(torch.clamp(1 + m00 - m11 - m22, min=0)) / 2
+    y = torch.sqrt(torch.clamp(1 - m00 + m11 - m22, min=0)) / 2
+    z = torch.sqrt(torch.clamp(1 - m00 - m11 + m22, min=0)) / 2
+    x = torch.copysign(x, m[..., 2, 1] - m[..., 1, 2])
+    y = torch.copysign(y, m[..., 0, 2] - m[..., 2, 0])
+    z = torch.copysign(z, m[..., 1, 0] - m[..., 0, 1])
+    q = torch.stack([w, x, y, z], dim=-1)
+    return q / q.norm(dim=-1, keepdim=True)
+
+
+def yaw_of(q: Tensor) -> Tensor:
+    """Heading angle (rotation about world z) of orientations q, (...,)."""
+    w, x, y, z = q.unbind(-1)
+    return torch.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+def quat_from_yaw(yaw: Tensor) -> Tensor:
+    """Rotation about z by yaw, (...,) -> (..., 4)."""
+    half = 0.5 * yaw
+    zero = torch.zeros_like(yaw)
+    return torch.stack([torch.cos(half), zero, zero, torch.sin(half)], dim=-1)
+
+
+def quat_from_axis_angle(axis: Tensor, angle: Tensor) -> Tensor:
+    """Unit axis (..., 3) and angle (...,) -> quaternion (..., 4)."""
+    half = 0.5 * angle.unsqueeze(-1)
+    return torch.cat([torch.cos(half), axis * torch.sin(half)], dim=-1)
+
+
+def quat_angle(a: Tensor, b: Tensor) -> Tensor:
+    """Rotation angle between orientations a and b [rad], (...,)."""
+    dot = (a * b).sum(-1).abs().clamp(max=1.0)
+    return 2 * torch.acos(dot)
+
+
+def wrap_angle(a: Tensor) -> Tensor:
+    """Wrap angles to (-pi, pi]."""
+    return torch.remainder(a + torch.pi, 2 * torch.pi) - torch.pi
+
+
+def pose_in_frame(frame_pos: Tensor, frame_quat: Tensor, pos: Tensor,
+                  quat: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Express world poses in a frame: (frame^-1 * pose). Frames (B, 3)/(B, 4); poses (B, ..., 3/4)."""
+    extra = pos.dim() - frame_pos.dim()
+    fp = frame_pos.reshape(frame_pos.shape[0], *([1] * extra), 3)
+    fq = frame_quat.reshape(frame_quat.shape[0], *([1] * extra), 4).expand(*pos.shape[:-1], 4)
+    local_pos = quat_rotate_inv(fq, pos - fp)
+    local_quat = None
+    if quat is not None:
+        local_quat = quat_mul(quat_conj(fq), quat)
+        local_quat = torch.where(local_quat[..., :1] < 0, -local_quat, local_quat)
+    return local_pos, local_quat
