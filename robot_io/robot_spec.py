@@ -50,7 +50,7 @@ T1_TORQUE_LIMIT = _per_group(head=7.0, arm=18.0, waist=30.0, hip_pitch=45.0, hip
 class GripperSpec:
     """Our 1-DoF parallel gripper: command 0 (open) .. 1 (closed) maps to finger travel."""
 
-    travel_m: float = 0.042
+    travel_m: float = 0.055
     kp_n_per_m: float = 1500.0
     kd_n_s_per_m: float = 20.0
     force_limit_n: float = 40.0

@@ -40,7 +40,7 @@ HARNESS_SOLREF = (0.03, 1.0)
 _GRIP_ROT = {"left": np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float),
              "right": np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)}
 _GRIP_POS = {"left": (0.0, 0.045, 0.0), "right": (0.0, -0.045, 0.0)}
-FINGER_OPEN_Y_M = 0.05  # finger centre offset when open
+FINGER_OPEN_Y_M = 0.065  # finger centre offset when open
 FINGER_HALF = (0.04, 0.006, 0.02)  # finger box half sizes (approach, closing, normal)
 GRASP_SITE_X_M = 0.10  # grasp centre along the approach axis from the gripper origin
 
@@ -75,7 +75,7 @@ def build_robot(robot: RobotSpec) -> mujoco.MjSpec:
     spec.option.timestep = robot.physics_dt_s
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
-    spec.option.impratio = 5.0  # stiffer friction: grasps slip less
+    # impratio stays 1: higher values made foot touch-downs kick the legs (elliptic cones).
     spec.option.iterations = 30
     spec.option.ls_iterations = 10
     spec.njmax = -1
@@ -118,7 +118,7 @@ def _add_gripper(spec: mujoco.MjSpec, side: str, grip: GripperSpec) -> None:
     rot = _GRIP_ROT[side]
     body = hand.add_body(name=f"{side}_gripper", pos=_GRIP_POS[side], quat=_mat_to_quat(rot))
     dark, light = (0.15, 0.15, 0.17, 1.0), (0.85, 0.45, 0.1, 1.0)
-    body.add_geom(name=f"{side}_palm", type=mujoco.mjtGeom.mjGEOM_BOX, size=(0.025, 0.05, 0.028),
+    body.add_geom(name=f"{side}_palm", type=mujoco.mjtGeom.mjGEOM_BOX, size=(0.025, 0.075, 0.028),
                   pos=(0.025, 0, 0), rgba=dark, mass=0.25, contype=ROBOT_CONTYPE,
                   conaffinity=ROBOT_CONAFFINITY)
     body.add_site(name=f"{side}_hand", pos=(GRASP_SITE_X_M, 0, 0), size=(0.012, 0, 0),

@@ -31,6 +31,9 @@ class GaitConfig:
     height_time_const_s: float = 0.2
     leash_m: float = 0.15  # the harness target never runs further than this ahead of the trunk
     foot_length_m: tuple[float, float] = (0.1, -0.09)  # toe and heel along the foot
+    # The pelvis rides this much below the default-pose height: the default leg is nearly
+    # straight, and a bent knee leaves reach for feet that trail or lead the body.
+    crouch_m: float = 0.035
 
 
 def _smooth(s: Tensor) -> Tensor:
@@ -108,7 +111,7 @@ class Gait:
         self._advance_swing(base_vel)
         alpha = min(1.0, dt / cfg.height_time_const_s)
         self.support += alpha * (self._support_target() - self.support)
-        self.pos[:, 2] = self.support + self.stand_height
+        self.pos[:, 2] = self.support + self.stand_height - cfg.crouch_m
 
     def _landing(self, base_vel: Tensor, leg: Tensor, remaining_s: Tensor) -> tuple[Tensor, Tensor]:
         """Landing position (B, 3) and yaw (B,) of `leg` if it touched down `remaining_s` from now."""

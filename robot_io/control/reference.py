@@ -108,7 +108,11 @@ class ReferenceController:
             bias = bias * solve_mask
             bias[:, 2:] = 0.0  # legs: no posture pull, the foot pose fixes them
             dq = dls_step(jac, err, self.cfg.ik_damping, bias)
-            dq = dq.clamp(-self.cfg.max_ik_step_rad, self.cfg.max_ik_step_rad) * solve_mask
+            # Scale the whole step of a chain (not each joint): clipping joints one by one
+            # turns the step away from the descent direction and can make IK diverge.
+            peak = dq.abs().max(dim=-1, keepdim=True).values
+            dq = dq * torch.clamp(self.cfg.max_ik_step_rad / peak.clamp_min(1e-12), max=1.0)
+            dq = dq * solve_mask
             q = q.index_add(1, self.chains.joint.clamp(min=0).reshape(-1),
                             dq.reshape(q.shape[0], -1) * (self.chains.joint >= 0).reshape(-1))
             q = torch.minimum(torch.maximum(q, self.lower), self.upper)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from robot_io.tasks import box_pickup
+from robot_io.tasks import box_pickup, door, pick_place, stair
 from robot_io.tasks.base import Range, StartRanges, Task, TaskConfig
 
 REGISTRY: dict[str, tuple[type[Task], Callable[[], TaskConfig]]] = {
     "box_pickup": (box_pickup.BoxPickupTask, box_pickup.default_config),
+    "pick_place": (pick_place.PickPlaceTask, pick_place.default_config),
+    "door": (door.DoorTask, door.default_config),
+    "stair": (stair.StairTask, stair.default_config),
 }
 
 
