@@ -45,6 +45,9 @@ class ReferenceControllerConfig:
     integral_gain: float = 0.03  # per tick, on the arm joint tracking error
     integral_limit_rad: float = 0.6
     joint_margin_rad: float = 0.02
+    # Arms keep further from their limits: the PD offset that holds a payload must still fit
+    # inside the actuator's control range.
+    arm_margin_rad: float = 0.25
     # Extra joint damping [N m s / rad] the arms get through their position targets: the arm
     # servos (kp 20, kd 0.5) alone ring for seconds after a move.
     arm_damping: float = 1.5
@@ -65,8 +68,9 @@ class ReferenceController:
         self.chains = build_chains(env.model, ROOT_BODY, CHAIN_SITES, list(robot.joint_names),
                                    frozen={"Waist"})
         self.default = env.default_pose
-        self.lower = env.joint_lower + self.cfg.joint_margin_rad
-        self.upper = env.joint_upper - self.cfg.joint_margin_rad
+        margin = torch.full_like(env.joint_lower, self.cfg.joint_margin_rad)
+        margin[ARM_JOINTS] = self.cfg.arm_margin_rad
+        self.lower, self.upper = env.joint_lower + margin, env.joint_upper - margin
         self.kp = torch.tensor(robot.kp, dtype=torch.float64)
         pos, rot, _ = forward_kinematics(self.chains, self.default.unsqueeze(0))
         self.nominal_feet = pos[0, 2:]  # trunk upright: root frame == heading frame

@@ -35,7 +35,7 @@ class StairConfig(TaskConfig):
     physics: PhysicsRanges = field(default_factory=lambda: PhysicsRanges(
         object_mass_kg=Range(0.5, 1.0)))
     platform_height_m: Range = Range(0.10, 0.15)
-    pedestal_height_m: float = 0.5  # above the platform
+    pedestal_height_m: float = 0.58  # above the platform
     object_dy_m: Range = Range(-0.12, 0.12)
     object_yaw_rad: Range = Range(-0.3, 0.3)
     lift_height_m: float = 0.06
