@@ -43,13 +43,13 @@ GRASP_Y = -0.15
 
 
 def _box_script(approach_s: float) -> list[Key]:
-    pre, at, up = (0.25, -0.25, 0.04), (0.30, GRASP_Y, 0.04), (0.435, GRASP_Y, 0.025)
+    pre, at, up = (0.25, -0.25, 0.02), (0.30, GRASP_Y, 0.02), (0.435, GRASP_Y, 0.0)
     t = approach_s
     walk = (0.3, -GRASP_Y / approach_s, 0.0)
     return [Key(0.0), Key(0.8, hand=pre), Key(1.0, walk, pre),
             Key(t + 1.0, walk, pre), Key(t + 1.1, hand=pre), Key(t + 1.9, hand=at),
             Key(t + 2.9, hand=up), Key(t + 3.4, hand=up, grip=1.0), Key(t + 3.9, hand=up, grip=1.0),
-            Key(t + 4.9, hand=(0.40, GRASP_Y, 0.2), grip=1.0)]
+            Key(t + 4.9, hand=(0.40, GRASP_Y, 0.15), grip=1.0)]
 
 
 def box_pickup_script() -> list[Key]:
@@ -58,18 +58,21 @@ def box_pickup_script() -> list[Key]:
 
 def pick_place_script() -> list[Key]:
     keys = _box_script(approach_s=2.4)
-    held = (0.40, GRASP_Y, 0.2)
+    held = (0.40, GRASP_Y, 0.15)
     t = keys[-1].t_s
-    turn = math.pi / 2 / 0.8  # seconds for a quarter turn at 0.8 rad/s
-    walk = 2.6 / 0.4
-    place, low = (0.36, GRASP_Y, 0.2), (0.36, GRASP_Y, 0.04)
-    seq = [(1.0, (-0.3, 0, 0)), (turn, (0, 0, -0.8)), (walk, (0.4, 0, 0)), (turn, (0, 0, -0.8))]
-    for duration, vel in seq:
-        keys += [Key(t + 0.1, vel, held, 1.0), Key(t + duration, vel, held, 1.0)]
-        t += duration + 0.1
-    keys += [Key(t + 0.1, hand=held, grip=1.0), Key(t + 1.0, hand=place, grip=1.0),
-             Key(t + 2.0, hand=low, grip=1.0), Key(t + 2.5, hand=low, grip=0.0),
-             Key(t + 3.3, hand=(0.20, -0.2, 0.1)), Key(t + 4.0, hand=RIGHT_REST)]
+    quarter = -math.pi / 2
+    # Back off, quarter turn right, walk to table B, quarter turn right: the place spot is then
+    # in front of the right hand. Short ramps keep the integrated motion close to the plan.
+    seq = [((-0.32, 0, 0), 1.0), ((0, 0, quarter / 2.0), 2.0), ((0.4, 0, 0), 2.9 / 0.4),
+           ((0, 0, quarter / 2.0), 2.0)]
+    for vel, duration in seq:
+        keys += [Key(t + 0.02, vel, held, 1.0), Key(t + 0.02 + duration, vel, held, 1.0),
+                 Key(t + 0.04 + duration, (0, 0, 0), held, 1.0)]
+        t += duration + 0.04
+    place, low = (0.36, GRASP_Y, 0.15), (0.36, GRASP_Y, 0.02)
+    keys += [Key(t + 1.0, hand=place, grip=1.0), Key(t + 2.0, hand=low, grip=1.0),
+             Key(t + 2.5, hand=low, grip=0.0), Key(t + 3.3, hand=(0.18, GRASP_Y, 0.07)),
+             Key(t + 4.0, hand=RIGHT_REST)]
     return keys
 
 

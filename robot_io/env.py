@@ -87,6 +87,9 @@ class BatchedEnv:
         self.harness_eq = m.equality(HARNESS_EQ).id
         self.joint_lower = torch.tensor(r.joint_lower, dtype=torch.float64)
         self.joint_upper = torch.tensor(r.joint_upper, dtype=torch.float64)
+        band = r.target_band()
+        self.target_lower = torch.tensor(band[0], dtype=torch.float64)
+        self.target_upper = torch.tensor(band[1], dtype=torch.float64)
         self.default_pose = torch.tensor(r.default_pose, dtype=torch.float64)
 
         def sensor(name: str, dim: int) -> slice:
@@ -162,7 +165,7 @@ class BatchedEnv:
             task=self.task.observe(root_pos, root_quat))
 
     def apply(self, targets: JointTargets) -> JointTargets:
-        """Clamp targets to joint limits and the per-tick step limit, write them, step physics.
+        """Clamp targets to the target band and the per-tick step limit, write them, step physics.
 
         Raises:
             SafetyLimitError: a target is NaN or inf (names the world and field).
@@ -181,7 +184,7 @@ class BatchedEnv:
         prev = sim.ctrl[:, :nj]
         step = self.max_joint_step_rad
         joint = torch.minimum(torch.maximum(targets.joint_pos, prev - step), prev + step)
-        joint = torch.minimum(torch.maximum(joint, self.joint_lower), self.joint_upper)
+        joint = torch.minimum(torch.maximum(joint, self.target_lower), self.target_upper)
         gripper = targets.gripper.clamp(0.0, 1.0)
         sim.ctrl[:, :nj] = joint
         sim.ctrl[:, nj:nj + 2] = gripper * self.robot.gripper.travel_m

@@ -97,6 +97,16 @@ class RobotSpec:
         """Physics steps per control step."""
         return int(round(self.control_dt_s / self.physics_dt_s))
 
+    def target_band(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Range of PD position targets: the joint range widened by torque_limit / kp.
+
+        A target further past a joint limit cannot add force (the torque limit is reached
+        first), while one inside this band lets a weak servo hold a load near its limit.
+        """
+        pad = [t / k for t, k in zip(self.torque_limit, self.kp)]
+        return (tuple(lo - p for lo, p in zip(self.joint_lower, pad)),
+                tuple(hi + p for hi, p in zip(self.joint_upper, pad)))
+
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples become lists)."""
         return dataclasses.asdict(self)

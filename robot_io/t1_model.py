@@ -100,10 +100,11 @@ def build_robot(robot: RobotSpec) -> mujoco.MjSpec:
 def _replace_actuators(spec: mujoco.MjSpec, robot: RobotSpec) -> None:
     for act in list(spec.actuators):
         spec.delete(act)
+    lower, upper = robot.target_band()
     for i, name in enumerate(robot.joint_names):
         act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
         act.set_to_position(kp=robot.kp[i], kv=robot.kd[i])
-        act.ctrlrange = (robot.joint_lower[i], robot.joint_upper[i])
+        act.ctrlrange = (lower[i], upper[i])
         act.ctrllimited = True
         act.forcerange = (-robot.torque_limit[i], robot.torque_limit[i])
         act.forcelimited = True

@@ -45,9 +45,7 @@ class ReferenceControllerConfig:
     integral_gain: float = 0.03  # per tick, on the arm joint tracking error
     integral_limit_rad: float = 0.6
     joint_margin_rad: float = 0.02
-    # Arms keep further from their limits: the PD offset that holds a payload must still fit
-    # inside the actuator's control range.
-    arm_margin_rad: float = 0.25
+    arm_margin_rad: float = 0.05
     # Extra joint damping [N m s / rad] the arms get through their position targets: the arm
     # servos (kp 20, kd 0.5) alone ring for seconds after a move.
     arm_damping: float = 1.5

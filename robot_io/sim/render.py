@@ -30,13 +30,16 @@ from robot_io.t1_model import ROOT_BODY
 
 @dataclass(frozen=True)
 class TrackingView:
-    """The default camera: a free camera that follows the trunk, seen from the robot's front-left.
+    """The default camera: a free camera that follows the trunk, from the robot's front-left.
+
+    When a scene object (a wall, a table) hides the trunk from the preferred side, the camera
+    takes the first clear one of `sides_deg`, so a robot behind a door is seen from behind.
 
     Attributes:
         distance_m: camera distance from the look-at point.
         elevation_deg: negative looks down.
-        side_deg: direction of the camera seen from the robot, counter-clockwise from its forward
-            axis (45: front-left).
+        sides_deg: where the camera stands seen from the robot, counter-clockwise from its
+            forward axis, in order of preference (45: front-left, 135: back-left).
         ahead_m: the look-at point lies this far ahead of the trunk, so that the object the robot
             walks to is in view too.
         drop_m: the look-at point lies this far below the trunk (table tops are near 0.6 m).
@@ -44,12 +47,13 @@ class TrackingView:
 
     distance_m: float = 3.0
     elevation_deg: float = -20.0
-    side_deg: float = 45.0
+    sides_deg: tuple[float, ...] = (45.0, -45.0, 135.0, -135.0)
     ahead_m: float = 0.5
     drop_m: float = 0.15
 
 
-def tracking_camera(data: mujoco.MjData, view: TrackingView = TrackingView()) -> mujoco.MjvCamera:
+def tracking_camera(model: mujoco.MjModel, data: mujoco.MjData,
+                    view: TrackingView = TrackingView()) -> mujoco.MjvCamera:
     """A free camera placed by `view` relative to the trunk's position and heading in `data`."""
     trunk = data.body(ROOT_BODY)
     w, x, y, z = trunk.xquat
@@ -60,9 +64,39 @@ def tracking_camera(data: mujoco.MjData, view: TrackingView = TrackingView()) ->
                                            view.ahead_m * math.sin(yaw), -view.drop_m])
     cam.distance = view.distance_m
     cam.elevation = view.elevation_deg
-    # MuJoCo's azimuth is the direction the camera looks in, opposite to where it stands.
-    cam.azimuth = math.degrees(yaw) + view.side_deg + 180.0
+    robot_root = int(model.body_rootid[model.body(ROOT_BODY).id])
+    for side_deg in view.sides_deg:
+        # MuJoCo's azimuth is the direction the camera looks in, opposite to where it stands.
+        cam.azimuth = math.degrees(yaw) + side_deg + 180.0
+        if _clear_line(model, data, trunk.xpos.copy(), _camera_position(cam), robot_root):
+            return cam
+    cam.azimuth = math.degrees(yaw) + view.sides_deg[0] + 180.0
     return cam
+
+
+def _camera_position(cam: mujoco.MjvCamera) -> np.ndarray:
+    """World position of a free camera (MuJoCo's convention for azimuth and elevation)."""
+    az, el = math.radians(cam.azimuth), math.radians(cam.elevation)
+    forward = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    return np.asarray(cam.lookat) - cam.distance * forward
+
+
+def _clear_line(model: mujoco.MjModel, data: mujoco.MjData, start: np.ndarray, end: np.ndarray,
+                robot_root: int, max_hits: int = 64) -> bool:
+    """True when no geom outside the robot's kinematic tree lies between `start` and `end`."""
+    length = float(np.linalg.norm(end - start))
+    unit = (end - start) / length
+    geom_id = np.zeros(1, dtype=np.int32)
+    travelled = 0.0
+    for _ in range(max_hits):
+        # Rays skip the robot's own geoms one at a time: mj_ray can exclude only one body.
+        dist = mujoco.mj_ray(model, data, start + travelled * unit, unit, None, 1, -1, geom_id)
+        if dist < 0 or travelled + dist > length:
+            return True
+        if model.body_rootid[model.geom_bodyid[geom_id[0]]] != robot_root:
+            return False
+        travelled += dist + 1e-4
+    return True
 
 
 def _named_camera(model: mujoco.MjModel, name: str) -> mujoco.MjvCamera:
@@ -136,7 +170,10 @@ class WorldRenderer:
             raise ValueError(f"world {world} out of range: there are {num_worlds} worlds")
         model = self.sim.world_model(world)
         data = self.sim.world_data(world)
-        cam = tracking_camera(data, self.view) if camera is None else _named_camera(model, camera)
+        if camera is None:
+            cam = tracking_camera(model, data, self.view)
+        else:
+            cam = _named_camera(model, camera)
         mujoco.mjv_updateScene(model, data, self._option, None, cam,
                                mujoco.mjtCatBit.mjCAT_ALL.value, self._renderer.scene)
         return self._renderer.render()

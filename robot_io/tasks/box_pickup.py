@@ -12,7 +12,7 @@ from robot_io.math3d import quat_from_yaw
 from robot_io.scene import add_environment, add_free_box, add_table
 from robot_io.tasks.base import PhysicsRanges, Range, StartRanges, Task, TaskConfig
 
-BOX_HALF_M = (0.035, 0.035, 0.07)
+BOX_HALF_M = (0.035, 0.035, 0.045)
 BOX_RGBA = (0.85, 0.2, 0.15, 1.0)
 
 
