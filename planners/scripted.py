@@ -26,8 +26,8 @@ RIGHT_REST = (0.1, -0.25, -0.25)
 class Key:
     """A keyframe. Velocities in the heading frame, hand pose in the root frame.
 
-    roll_rad / pitch_rad: rotations of the right hand about its approach (x) and root y axes,
-    applied to the identity grasp orientation (fingers forward, closing sideways).
+    yaw_rad / pitch_rad: rotations of the right hand about the root z and y axes (in that
+    order) applied to the identity grasp orientation (fingers forward, closing sideways).
     """
 
     t_s: float
@@ -35,6 +35,7 @@ class Key:
     hand: tuple[float, float, float] = RIGHT_REST
     grip: float = 0.0
     pitch_rad: float = 0.0
+    yaw_rad: float = 0.0
 
 
 # The right hand reaches best a little right of the trunk's centre line (y about -0.15 m), so
@@ -77,15 +78,23 @@ def pick_place_script() -> list[Key]:
 
 
 def door_script() -> list[Key]:
-    above, pressed = (0.42, 0.03, 0.24), (0.42, 0.03, 0.13)
-    push, push_far = (0.55, 0.03, 0.13), (0.55, -0.1, 0.15)
-    return [Key(0.0), Key(1.0, hand=(0.3, 0.0, 0.24), grip=1.0),
-            Key(1.1, (0.3, 0, 0), (0.3, 0.0, 0.24), 1.0), Key(2.2, (0.3, 0, 0), above, 1.0),
-            Key(2.3, hand=above, grip=1.0), Key(3.0, hand=above, grip=1.0),
-            Key(4.0, hand=pressed, grip=1.0), Key(4.5, hand=pressed, grip=1.0),
-            Key(5.5, hand=push, grip=1.0), Key(5.6, (0.1, 0.2, 0), push, 1.0),
-            Key(6.8, (0.1, 0.2, 0), push_far, 1.0), Key(6.9, (0.3, 0, 0), push_far, 1.0),
-            Key(12.0, (0.3, 0, 0), push_far, 1.0), Key(12.1, hand=push_far, grip=1.0)]
+    # Walk up with the fingers closed into a paddle, press the lever down past the latch, push
+    # the door ajar while holding it, let go, move to the doorway's middle and walk through,
+    # the hand pushing the door open ahead of the body. The hand is yawed inward (0.4 rad),
+    # where the right arm reaches highest.
+    y, yaw = -0.125, 0.4  # presses near the lever's free end, clear of its pivot
+    up, above, pressed = (0.3, y, 0.12), (0.40, y, 0.12), (0.40, y, -0.01)
+    pushed, free, lead = (0.52, y, -0.01), (0.52, y, 0.1), (0.5, y, 0.05)
+    walk = (0.3, 0.18 / 2.3, 0.0)
+
+    def k(t: float, vel: tuple[float, float, float], hand: tuple[float, float, float]) -> Key:
+        return Key(t, vel, hand, 1.0, yaw_rad=yaw)
+
+    still = (0.0, 0.0, 0.0)
+    return [Key(0.0), k(1.0, still, up), k(1.02, walk, up), k(3.3, walk, up), k(3.32, still, up),
+            k(4.2, still, above), k(5.2, still, pressed), k(6.2, still, pushed),
+            k(6.8, still, free), k(6.82, (0.1, 0.1, 0), free), k(8.0, (0.1, 0.1, 0), lead),
+            k(8.02, (0.3, 0, 0), lead), k(14.0, (0.3, 0, 0), lead), k(14.02, still, lead)]
 
 
 def stair_script() -> list[Key]:
@@ -113,6 +122,7 @@ class ScriptedSource:
         self.hand = torch.tensor([k.hand for k in keys], dtype=f64)
         self.grip = torch.tensor([k.grip for k in keys], dtype=f64)
         self.pitch = torch.tensor([k.pitch_rad for k in keys], dtype=f64)
+        self.yaw = torch.tensor([k.yaw_rad for k in keys], dtype=f64)
 
     def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
         """Stateless: the script is indexed by each world's episode time."""
@@ -125,14 +135,17 @@ class ScriptedSource:
         lerp = lambda x: x[i - 1] + (x[i] - x[i - 1]) * a  # noqa: E731
         b = obs.num_worlds
         pitch = lerp(self.pitch.unsqueeze(-1)).squeeze(-1)
+        yaw = lerp(self.yaw.unsqueeze(-1)).squeeze(-1)
         y_axis = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).expand(b, 3)
-        right_quat = quat_from_axis_angle(y_axis, pitch)
+        z_axis = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(b, 3)
+        right_quat = quat_mul(quat_from_axis_angle(z_axis, yaw),
+                              quat_from_axis_angle(y_axis, pitch))
         identity = torch.tensor([1.0, 0, 0, 0], dtype=torch.float64).expand(b, 4)
         left = torch.tensor(LEFT_REST, dtype=torch.float64).expand(b, 3)
         return Command(
             base_vel=lerp(self.vel),
             hand_pos=torch.stack([left, lerp(self.hand)], 1),
-            hand_quat=torch.stack([identity, quat_mul(identity, right_quat)], 1),
+            hand_quat=torch.stack([identity, right_quat], 1),
             gripper=torch.stack([torch.zeros(b, dtype=torch.float64),
                                  lerp(self.grip.unsqueeze(-1)).squeeze(-1)], 1))
 

@@ -15,7 +15,8 @@ from teleop_app.cli import main
 
 BENCH_KEYS = {"task", "worlds", "threads", "physics_dt_s", "control_dt_s", "substeps",
               "env_control_steps_per_s", "env_physics_steps_per_s", "bare_physics_steps_per_s",
-              "ratio", "torch_threads", "episode_s", "physics_warnings"}
+              "bare_held_physics_steps_per_s", "ratio", "torch_threads", "episode_s",
+              "physics_warnings"}
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,9 @@ class GaitConfig:
     start_threshold_rad: float = 0.12
     moving_threshold: float = 0.02  # |command| above which the robot keeps stepping
     height_time_const_s: float = 0.2
-    leash_m: float = 0.15  # the harness target never runs further than this ahead of the trunk
+    # The harness target never runs further than this ahead of the trunk, which bounds how
+    # hard the harness shoves a blocked robot (against a latched door, say).
+    leash_m: float = 0.06
     foot_length_m: tuple[float, float] = (0.1, -0.09)  # toe and heel along the foot
     # The pelvis rides this much below the default-pose height: the default leg is nearly
     # straight, and a bent knee leaves reach for feet that trail or lead the body.

@@ -1,9 +1,22 @@
 """Simulation throughput: the whole batched environment against bare `mujoco.batch` physics.
 
-Both are measured in the same process on the same compiled scene, worlds and threads, so the
-ratio `env_physics_steps_per_s / bare_physics_steps_per_s` says what the environment costs on
-top of the physics (controller, command gate, observation, task outcome, resets), whatever the
-machine. Run it with `refine-dp bench sim --task NAME --worlds N`.
+All runs happen in one process on the same compiled scene, worlds and threads, so the ratio
+`env_physics_steps_per_s / bare_physics_steps_per_s` says what the environment costs on top of
+the physics (controller, command gate, observation, task outcome, resets), whatever the machine.
+Run it with `refine-dp bench sim --task NAME --worlds N`.
+
+Three measurements, each `seconds` long after a 0.5 s warm-up:
+- env: `BatchedEnv` + `ReferenceController` + `CommandGate` + observe + outcome, with a constant
+  command (hands held where they are, 0.2 m/s forward, grippers open); worlds that are done are
+  reset.
+- bare (the reference of the ratio): a fresh `mujoco.batch.Batch` of the same model, with the
+  env's per-world model fields, replays one recorded env episode: from the same start state it
+  is given, tick by tick, the controls, harness poses and harness switches the env applied, so
+  it integrates the same motion (bit for bit) without any of the env's work. A stepping robot
+  costs the solver more iterations than a held one, so this is the fair reference.
+- bare held: the batch started from the env's last state and stepped with those inputs held
+  fixed: the robot stands in its harness. Cheaper physics (fewer solver iterations); reported
+  for comparison with the bare `mujoco.batch` rate of a static scene.
 
 The environment loop runs torch on one thread (`torch.set_num_threads(1)`): the physics already
 uses the cores through the batch's thread pool, and torch's own pool competing with it on small
@@ -12,7 +25,7 @@ uses the cores through the batch's thread pool, and torch's own pool competing w
 Episodes are cut to `BENCH_EPISODE_S`: nobody steers, and at 0.2 m/s forward a robot would walk
 into the task's table or door after a few seconds; timing an uncontrolled collision (a launched
 box, an unstable world that MuJoCo resets by itself) is not the point. `physics_warnings` counts
-MuJoCo's warnings (e.g. instabilities) in both runs and should be 0.
+MuJoCo's warnings (e.g. instabilities) in all runs and should be 0.
 """
 
 from __future__ import annotations
@@ -22,8 +35,9 @@ import time
 from collections.abc import Callable
 
 import mujoco
+import numpy as np
 import torch
-from mujoco.batch import Batch
+from mujoco.batch import MODEL_FIELDS, Batch
 
 from robot_io.command_gate import CommandGate
 from robot_io.control.reference import ReferenceController
@@ -37,6 +51,8 @@ BENCH_TORCH_THREADS = 1
 # The same stage as the env backend (robot_io.sim.mujoco_batch): positions, velocities and
 # sensors current after every control step.
 _STAGE = mujoco.mjtStage.mjSTAGE_VEL.value
+# What the env writes before each physics call (robot_io.env.BatchedEnv.apply).
+INPUT_FIELDS = ("ctrl", "mocap_pos", "mocap_quat", "eq_active")
 
 
 def timed_rate(tick: Callable[[], int], seconds: float, warmup_s: float = WARMUP_S) -> float:
@@ -66,18 +82,34 @@ def constant_command(obs: Observation, base_vx_mps: float = 0.2) -> Command:
                    gripper=torch.zeros(n, 2, dtype=torch.float64))
 
 
-class _EnvLoop:
+def warning_count(batch: Batch, ids: torch.Tensor | None = None) -> int:
+    """How many MuJoCo warnings (instabilities, overflows) worlds `ids` (all: None) have had."""
+    counts = batch.warning[:, :, 0]
+    return int(counts[ids.numpy()].sum() if ids is not None else counts.sum())
+
+
+class EnvLoop:
     """The session loop of `BatchedEnv` with a constant command; resets worlds that are done."""
 
     def __init__(self, env: BatchedEnv) -> None:
         self.env = env
         self.controller = ReferenceController(env)
         self.gate = CommandGate(CommandLimits(), env.num_worlds, env.control_dt_s)
-        self.obs = env.reset()
-        self.controller.reset(self.obs)
+        self.obs = env.observe()
         self.cmd = constant_command(self.obs)
         self.reward_sum = 0.0
         self.warnings_of_reset_worlds = 0
+        self.reset(torch.arange(env.num_worlds))
+
+    def reset(self, ids: torch.Tensor) -> None:
+        """New episodes in worlds `ids`: env, controller, gate and command."""
+        self.warnings_of_reset_worlds += warning_count(self.env.sim.batch, ids)
+        self.obs = self.env.reset(ids)
+        self.controller.reset(self.obs, ids)
+        self.gate.reset(ids)
+        fresh = constant_command(self.obs)
+        for name in Command.field_names():
+            getattr(self.cmd, name)[ids] = getattr(fresh, name)[ids]
 
     def tick(self) -> int:
         """One control step of every world; returns the number of world control steps (N)."""
@@ -87,31 +119,59 @@ class _EnvLoop:
         self.obs = env.observe()
         outcome = env.outcome()
         self.reward_sum += float(outcome.reward.sum())
-        done = outcome.done
-        if bool(done.any()):
-            ids = torch.nonzero(done).squeeze(1)
-            self.warnings_of_reset_worlds += warning_count(env.sim.batch, ids)
-            self.obs = env.reset(ids)
-            self.controller.reset(self.obs, ids)
-            self.gate.reset(ids)
-            fresh = constant_command(self.obs)
-            for name in Command.field_names():
-                getattr(self.cmd, name)[ids] = getattr(fresh, name)[ids]
+        if bool(outcome.done.any()):
+            self.reset(torch.nonzero(outcome.done).squeeze(1))
         return env.num_worlds
 
 
-def warning_count(batch: Batch, ids: torch.Tensor | None = None) -> int:
-    """How many MuJoCo warnings (instabilities, overflows) worlds `ids` (all: None) have had."""
-    counts = batch.warning[:, :, 0]
-    return int(counts[ids.numpy()].sum() if ids is not None else counts.sum())
-
-
-def _bare_batch(env: BatchedEnv, threads: int) -> Batch:
-    """A new batch of the env's compiled model, starting from the env's current states."""
+def bare_copy(env: BatchedEnv, threads: int) -> Batch:
+    """A new batch of the env's model with the env's per-world model fields and states."""
+    source = env.sim.batch
     bare = Batch(env.model, env.num_worlds, threads)
-    bare.state[:] = env.sim.batch.state
+    for name in MODEL_FIELDS:
+        values = source.expanded(name)
+        if values is not None:
+            bare.expand(name)[...] = values
+    bare.state[...] = source.state
     bare.forward(stage=_STAGE)
     return bare
+
+
+class Replay:
+    """Bare physics replaying recorded per-tick inputs from a start state, over and over."""
+
+    def __init__(self, bare: Batch, start: np.ndarray, inputs: list[dict[str, np.ndarray]],
+                 substeps: int) -> None:
+        self.bare, self.start, self.inputs, self.substeps = bare, start, inputs, substeps
+        self.views = {name: bare.bind(name) for name in INPUT_FIELDS}
+        self.k = len(inputs)
+
+    def tick(self) -> int:
+        """One control step's worth of physics; returns the world physics steps done."""
+        if self.k == len(self.inputs):
+            self.bare.state[...] = self.start
+            self.k = 0
+        for name, value in self.inputs[self.k].items():
+            self.views[name][...] = value
+        self.bare.step(nstep=self.substeps, stage=_STAGE)
+        self.k += 1
+        return self.bare.nsim * self.substeps
+
+
+def record_episode(loop: EnvLoop) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """Reset every world and run one episode but its last tick (no reset inside).
+
+    Returns:
+        The start state (N, nstate) and, per tick, the inputs the env gave the physics.
+    """
+    env = loop.env
+    loop.reset(torch.arange(env.num_worlds))
+    start = env.sim.batch.state.copy()
+    inputs = []
+    for _ in range(env.time_limit_steps - 1):
+        loop.tick()
+        inputs.append({name: env.sim.batch.bind(name).copy() for name in INPUT_FIELDS})
+    return start, inputs
 
 
 def bench_sim(task: str, worlds: int, threads: int = 0, seconds: float = 5.0,
@@ -122,16 +182,17 @@ def bench_sim(task: str, worlds: int, threads: int = 0, seconds: float = 5.0,
         task: a registered task name.
         worlds: number of worlds N.
         threads: physics threads (0: all CPUs).
-        seconds: timed duration of each of the two measurements (after a 0.5 s warm-up each).
+        seconds: timed duration of each of the three measurements (after a 0.5 s warm-up each).
         seed: the env's seed.
 
     Returns:
         task, worlds, threads (the batch's actual thread count), physics_dt_s, control_dt_s,
         substeps, env_control_steps_per_s (N x ticks / s), env_physics_steps_per_s (that times
-        substeps), bare_physics_steps_per_s (N x physics steps / s of a bare `mujoco.batch`
-        stepping `substeps` at a time), ratio (env / bare physics steps per second) and
-        torch_threads (torch's thread count during the env loop), episode_s (the episode length
-        of the env loop) and physics_warnings (MuJoCo warnings in both runs; 0 when clean).
+        substeps), bare_physics_steps_per_s (N x physics steps / s of bare `mujoco.batch`
+        replaying the env's motion), bare_held_physics_steps_per_s (the same, robots held
+        still), ratio (env / bare physics steps per second), torch_threads (torch's thread
+        count during the env loop), episode_s (the env loop's episode length) and
+        physics_warnings (MuJoCo warnings in all runs; 0 when clean).
 
     Raises:
         ValueError: unknown task, worlds < 1, threads < 0 or seconds <= 0.
@@ -143,27 +204,31 @@ def bench_sim(task: str, worlds: int, threads: int = 0, seconds: float = 5.0,
     try:
         config = dataclasses.replace(default_config(task), time_limit_s=BENCH_EPISODE_S)
         env = BatchedEnv(task, worlds, threads, seed, task_config=config)
-        loop = _EnvLoop(env)
+        loop = EnvLoop(env)
         env_rate = timed_rate(loop.tick, seconds)
+        start, inputs = record_episode(loop)
     finally:
         torch.set_num_threads(previous_threads)
     substeps = env.robot.substeps
-    bare = _bare_batch(env, threads)
+    held = bare_copy(env, threads)
 
-    def bare_tick() -> int:
-        bare.step(nstep=substeps, stage=_STAGE)
+    def held_tick() -> int:
+        held.step(nstep=substeps, stage=_STAGE)
         return worlds * substeps
 
-    bare_rate = timed_rate(bare_tick, seconds)
+    held_rate = timed_rate(held_tick, seconds)
+    replay = Replay(bare_copy(env, threads), start, inputs, substeps)
+    bare_rate = timed_rate(replay.tick, seconds)
+    warnings = (loop.warnings_of_reset_worlds + warning_count(env.sim.batch)
+                + warning_count(held) + warning_count(replay.bare))
     return {
         "task": env.task.name, "worlds": worlds, "threads": env.sim.batch.nthread,
         "physics_dt_s": env.robot.physics_dt_s, "control_dt_s": env.control_dt_s,
         "substeps": substeps, "env_control_steps_per_s": env_rate,
         "env_physics_steps_per_s": env_rate * substeps, "bare_physics_steps_per_s": bare_rate,
-        "ratio": env_rate * substeps / bare_rate, "torch_threads": BENCH_TORCH_THREADS,
-        "episode_s": BENCH_EPISODE_S,
-        "physics_warnings": (loop.warnings_of_reset_worlds + warning_count(env.sim.batch)
-                             + warning_count(bare)),
+        "bare_held_physics_steps_per_s": held_rate, "ratio": env_rate * substeps / bare_rate,
+        "torch_threads": BENCH_TORCH_THREADS, "episode_s": BENCH_EPISODE_S,
+        "physics_warnings": warnings,
     }
 
 
@@ -173,8 +238,9 @@ def format_bench_line(result: dict[str, object]) -> str:
     line = (f"bench sim {r['task']}: {r['worlds']} worlds, {r['threads']} physics threads, "
             f"torch threads {r['torch_threads']}: env {r['env_control_steps_per_s']:,.0f} "
             f"control steps/s = {r['env_physics_steps_per_s']:,.0f} physics steps/s; bare "
-            f"mujoco.batch {r['bare_physics_steps_per_s']:,.0f} physics steps/s; "
-            f"ratio env/bare {r['ratio']:.3f}")
+            f"mujoco.batch replaying the same motion {r['bare_physics_steps_per_s']:,.0f} "
+            f"physics steps/s; ratio env/bare {r['ratio']:.3f} (bare with the robots held "
+            f"still: {r['bare_held_physics_steps_per_s']:,.0f} physics steps/s)")
     if r["physics_warnings"]:
         line += f" (warning: {r['physics_warnings']} MuJoCo warnings, the timing is suspect)"
     return line

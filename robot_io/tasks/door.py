@@ -22,10 +22,12 @@ from robot_io.tasks.base import PhysicsRanges, Range, StartRanges, Task, TaskCon
 DOOR_X_M = 0.0  # the wall plane
 HALF_OPENING_M = 0.45
 PANEL_HALF = (0.02, 0.43, 1.0)
-HANDLE_Z_M = 0.8
+HANDLE_Z_M = 0.7
 HANDLE_FROM_EDGE_M = 0.06
 LEVER_LENGTH_M = 0.12
-BOLT_LENGTH_M = 0.12
+BOLT_LENGTH_M = 0.13
+# Bolt and strike are smooth metal: MuJoCo takes the larger friction of a pair, so both are low.
+LATCH_FRICTION = (0.05, 0.005, 0.0001)
 HINGE_Y_M = HALF_OPENING_M - 0.005
 EDGE_Y_M = HINGE_Y_M - 2 * PANEL_HALF[1] - 0.005  # world y of the door's free edge
 SHAFT_Y_M = EDGE_Y_M + HANDLE_FROM_EDGE_M
@@ -80,7 +82,7 @@ class DoorTask(Task):
                         size=(0.01, 0, 0), group=4)
         # The bolt lives inside the door's thickness, pointing past the edge (-y).
         add_box_geom(handle, "latch_bolt", (0.008, BOLT_LENGTH_M / 2, 0.008),
-                     (0, -BOLT_LENGTH_M / 2, 0), metal, mass=0.05)
+                     (0, -BOLT_LENGTH_M / 2, 0), metal, mass=0.05, friction=LATCH_FRICTION)
 
     def bind_task(self, model: mujoco.MjModel) -> None:
         self.door_body = model.body("door").id
@@ -147,7 +149,8 @@ def _add_frame_and_walls(spec: mujoco.MjSpec) -> None:
     # Strike side: two half posts leave a slot (|x| < 0.012) for the bolt; the far one is the
     # strike that stops a latched door.
     for name, x in (("post_front", -(t + 0.012) / 2 - 0.006), ("strike", (t + 0.012) / 2 + 0.006)):
-        add_box_geom(wall, name, ((t - 0.012) / 2, 0.05, h), (x, -post_y, h), GREY)
+        add_box_geom(wall, name, ((t - 0.012) / 2, 0.05, h), (x, -post_y, h), GREY,
+                     friction=LATCH_FRICTION)
     add_box_geom(wall, "lintel", (t, post_y + 0.05, 0.05), (0, 0, 2 * h + 0.05), GREY)
     for side in (1, -1):
         add_box_geom(wall, f"wall_{'l' if side > 0 else 'r'}", (0.05, 1.0, h),
