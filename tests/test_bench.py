@@ -32,12 +32,13 @@ def test_timed_rate_counts_units_per_second_after_the_warm_up(
         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
-    units = []
+    units: list[int] = []
 
-    def tick() -> int:  # 0.1 s per call; 1 unit per call during warm-up, then 3
+    def tick() -> int:  # each call takes 0.1 s; warm-up calls report 1000 units, not counted
+        started = clock[0]
         clock[0] += 0.1
-        units.append(1 if clock[0] <= 100.25 else 3)
+        units.append(1000 if started < 100.25 else 3)
         return units[-1]
 
     assert bench.timed_rate(tick, seconds=1.0, warmup_s=0.25) == pytest.approx(30.0)
-    assert units.count(1) == 3 and units.count(3) >= 10
+    assert units.count(1000) == 3 and units.count(3) >= 10

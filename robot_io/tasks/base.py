@@ -157,8 +157,9 @@ class Task:
         """Sparse task reward: 1 when the success predicate holds, else 0."""
         return self.success().to(torch.float64)
 
-    def terrain_height(self, xy: Tensor) -> Tensor:
-        """Ground height under world points xy (B, P, 2) -> (B, P); flat floor by default."""
+    def terrain_height(self, xy: Tensor, ids: Tensor | None = None) -> Tensor:
+        """Ground height under world points xy (n, P, 2) -> (n, P) of worlds `ids` (all when
+        None); flat floor by default."""
         return torch.zeros(xy.shape[:-1], dtype=xy.dtype)
 
     def reset(self, ids: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
@@ -185,7 +186,7 @@ class Task:
         yaw = direction + torch.pi + heading
         qpos = self.sim.qpos
         a = self.root_qadr
-        ground = self.terrain_height(torch.stack([x, y], -1).reshape(n, 1, 2)).reshape(n)
+        ground = self.terrain_height(torch.stack([x, y], -1).reshape(n, 1, 2), ids).reshape(n)
         qpos[ids, a:a + 3] = torch.stack([x, y, ground + STAND_HEIGHT_M + 0.005], -1)
         qpos[ids, a + 3:a + 7] = quat_from_yaw(yaw)
         return {"start_radius_m": radius, "start_polar_rad": polar, "start_heading_rad": heading}

@@ -76,10 +76,11 @@ class StairTask(Task):
         """(B,) the platform's top height in every world."""
         return self.sim.model_field("body_pos")[:, self.platform, 2] + PLATFORM_THICK_M / 2
 
-    def terrain_height(self, xy: Tensor) -> Tensor:
+    def terrain_height(self, xy: Tensor, ids: Tensor | None = None) -> Tensor:
         on = ((xy[..., 0] >= PLATFORM_X_M[0]) & (xy[..., 0] <= PLATFORM_X_M[1])
               & (xy[..., 1].abs() <= PLATFORM_HALF_Y_M))
-        return torch.where(on, self.platform_height().unsqueeze(-1), torch.zeros_like(xy[..., 0]))
+        height = self.platform_height() if ids is None else self.platform_height()[ids]
+        return torch.where(on, height.unsqueeze(-1), torch.zeros_like(xy[..., 0]))
 
     def reset_objects(self, ids: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
         cfg, n = self.config, len(ids)
