@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
 from robot_io.math3d import quat_angle, quat_from_axis_angle, quat_mul, yaw_of
 from robot_io.session import run_episode
-from robot_io.tasks import default_config
+from robot_io.tasks import Range, StartRanges, default_config
 from robot_io.types import Command
 
 F64 = torch.float64
@@ -25,9 +26,8 @@ def _hold_hands(obs) -> tuple[torch.Tensor, torch.Tensor]:
 def _open_floor_env(num_worlds: int) -> BatchedEnv:
     """The pickup scene with the robot started 3 m from the table, facing away from it."""
     cfg = default_config("box_pickup").nominal()
-    cfg = type(cfg)(**{**cfg.__dict__, "start": type(cfg.start)(
-        radius_m=type(cfg.start.radius_m)(3.0, 3.0), polar_rad=cfg.start.polar_rad,
-        heading_rad=type(cfg.start.heading_rad)(math.pi, math.pi))})
+    cfg = dataclasses.replace(cfg, start=StartRanges(Range(3.0, 3.0), Range(0.0, 0.0),
+                                                     Range(math.pi, math.pi)))
     return BatchedEnv("box_pickup", num_worlds=num_worlds, threads=1, seed=0, task_config=cfg)
 
 
@@ -89,9 +89,12 @@ def test_hands_reach_commanded_poses() -> None:
     assert float(ang_err.max()) < math.radians(5), ang_err
 
 
-def test_box_stays_in_gripper_while_walking() -> None:
-    env = BatchedEnv("box_pickup", num_worlds=1, threads=1, seed=0,
-                     task_config=default_config("box_pickup").nominal())
+@pytest.mark.parametrize("mass_kg", [1.0, 2.0])
+def test_box_stays_in_gripper_while_walking(mass_kg: float) -> None:
+    cfg = default_config("box_pickup").nominal()
+    cfg = dataclasses.replace(cfg, physics=dataclasses.replace(
+        cfg.physics, object_mass_kg=Range(mass_kg, mass_kg)))
+    env = BatchedEnv("box_pickup", num_worlds=1, threads=1, seed=0, task_config=cfg)
     source = make_scripted_source("box_pickup")
     ctrl = ReferenceController(env)
     assert bool(run_episode(env, source, ctrl).success.all())

@@ -19,8 +19,8 @@ Three measurements, each `seconds` long after a 0.5 s warm-up:
   for comparison with the bare `mujoco.batch` rate of a static scene.
 
 The environment loop runs torch on one thread (`torch.set_num_threads(1)`): the physics already
-uses the cores through the batch's thread pool, and torch's own pool competing with it on small
-(N, 29) tensors only slows both down. The previous torch setting is restored afterwards.
+uses the cores through the batch's thread pool, and torch's own pool would compete with it for
+them on small (N, 29) tensors. The previous torch setting is restored afterwards.
 
 Episodes are cut to `BENCH_EPISODE_S`: nobody steers, and at 0.2 m/s forward a robot would walk
 into the task's table or door after a few seconds; timing an uncontrolled collision (a launched
