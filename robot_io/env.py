@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from robot_io.errors import SafetyLimitError
-from robot_io.math3d import pose_in_frame, quat_rotate_inv
+from robot_io.math3d import pose_in_frame, quat_to_mat
 from robot_io.robot_spec import RobotSpec
 from robot_io.sim.mujoco_batch import MujocoBatchBackend
 from robot_io.t1_model import (HARNESS_BODY, HARNESS_EQ, ROOT_BODY, build_robot,
@@ -96,10 +96,14 @@ class BatchedEnv:
             adr = int(m.sensor(name).adr[0])
             return slice(adr, adr + dim)
 
-        self._s_hand_pos = [sensor(f"{s}_hand_pos", 3) for s in SIDES]
-        self._s_hand_quat = [sensor(f"{s}_hand_quat", 4) for s in SIDES]
-        self._s_foot_pos = [sensor(f"{s}_foot_pos", 3) for s in SIDES]
-        self._s_foot_quat = [sensor(f"{s}_foot_quat", 4) for s in SIDES]
+        def columns(kind: str, dim: int) -> Tensor:
+            """sensordata columns of left/right hand then left/right foot `kind` sensors."""
+            names = [f"{s}_{part}_{kind}" for part in ("hand", "foot") for s in SIDES]
+            return torch.cat([torch.arange(int(m.sensor(n).adr[0]), int(m.sensor(n).adr[0]) + dim)
+                              for n in names])
+
+        self._s_site_pos = columns("pos", 3)
+        self._s_site_quat = columns("quat", 4)
         self._s_linvel = sensor("root_linvel", 3)
 
     @property
@@ -145,13 +149,11 @@ class BatchedEnv:
         a = self.root_qadr
         root_pos, root_quat = qpos[:, a:a + 3], qpos[:, a + 3:a + 7]
         d = self.root_dadr
-        gravity = torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64).expand(self.num_worlds, 3)
-        hand_pos = torch.stack([data[:, s] for s in self._s_hand_pos], 1)
-        hand_quat = torch.stack([data[:, s] for s in self._s_hand_quat], 1)
-        foot_pos = torch.stack([data[:, s] for s in self._s_foot_pos], 1)
-        foot_quat = torch.stack([data[:, s] for s in self._s_foot_quat], 1)
-        hand_pos, hand_quat = pose_in_frame(root_pos, root_quat, hand_pos, hand_quat)
-        foot_pos, foot_quat = pose_in_frame(root_pos, root_quat, foot_pos, foot_quat)
+        # Hands and feet in one pass: (B, 4, 3) positions and (B, 4, 4) quaternions.
+        pos = data[:, self._s_site_pos].reshape(self.num_worlds, 4, 3)
+        quat = data[:, self._s_site_quat].reshape(self.num_worlds, 4, 4)
+        pos, quat = pose_in_frame(root_pos, root_quat, pos, quat)
+        rot = quat_to_mat(root_quat)
         return Observation(
             time_s=sim.time.clone(),
             joint_pos=qpos[:, self.joint_qadr],
@@ -160,9 +162,9 @@ class BatchedEnv:
             root_pos=root_pos.clone(), root_quat=root_quat.clone(),
             root_lin_vel=data[:, self._s_linvel].clone(),
             root_ang_vel=qvel[:, d + 3:d + 6].clone(),  # free joint: already in the body frame
-            projected_gravity=quat_rotate_inv(root_quat, gravity),
-            hand_pos=hand_pos, hand_quat=hand_quat, foot_pos=foot_pos, foot_quat=foot_quat,
-            task=self.task.observe(root_pos, root_quat))
+            projected_gravity=-rot[:, 2, :],  # world -z in the root frame: -(R^T e_z)
+            hand_pos=pos[:, :2], hand_quat=quat[:, :2], foot_pos=pos[:, 2:],
+            foot_quat=quat[:, 2:], task=self.task.observe(root_pos, root_quat))
 
     def apply(self, targets: JointTargets) -> JointTargets:
         """Clamp targets to the target band and the per-tick step limit, write them, step physics.

@@ -109,86 +109,73 @@ class Gait:
         self.pos[:, :2] = root_pos[:, :2] + lead * torch.clamp(cfg.leash_m / dist.clamp_min(1e-9),
                                                                max=1.0)
         moving = base_vel.abs().max(dim=1).values > cfg.moving_threshold
-        self._start_steps(moving, base_vel)
-        self._advance_swing(base_vel)
+        self._start_steps(moving)
+        land_z = self._advance_swing(base_vel)
+        # Support: the lowest of the stance feet and the swing foot's landing spot.
+        z = self.feet[:, :, 2].clone()
+        rows = torch.arange(self.num_worlds)
+        leg = self.swing_leg.clamp(min=0)
+        z[rows, leg] = torch.where(self.swing_leg >= 0, land_z, z[rows, leg])
         alpha = min(1.0, dt / cfg.height_time_const_s)
-        self.support += alpha * (self._support_target() - self.support)
+        self.support += alpha * (z.min(dim=1).values - self.support)
         self.pos[:, 2] = self.support + self.stand_height - cfg.crouch_m
 
-    def _landing(self, base_vel: Tensor, leg: Tensor, remaining_s: Tensor) -> tuple[Tensor, Tensor]:
-        """Landing position (B, 3) and yaw (B,) of `leg` if it touched down `remaining_s` from now."""
+    def _landing(self, base_vel: Tensor, legs: Tensor,
+                 remaining_s: Tensor) -> tuple[Tensor, Tensor]:
+        """Landing positions (B, K, 3) and yaws (B, K) of `legs` (B, K) touching down
+        `remaining_s` (B,) from now: under the body half a swing after touchdown."""
         ahead = remaining_s + 0.5 * self.cfg.swing_time_s
         yaw = wrap_angle(self.yaw + base_vel[:, 2] * ahead)
         xy = self.pos[:, :2] + _rot2(self.yaw, base_vel[:, :2]) * ahead.unsqueeze(-1)
-        xy = xy + _rot2(yaw, self.nominal[leg, :2])
-        along = torch.stack([torch.cos(yaw), torch.sin(yaw)], -1)
-        probes = torch.stack([xy + t * along for t in (0.0, *self.cfg.foot_length_m)], 1)
-        z = self.terrain(probes).max(dim=1).values
-        return torch.cat([xy, z.unsqueeze(-1)], -1), yaw
+        xy = xy.unsqueeze(1) + _rot2(yaw, self.nominal[legs, :2])
+        along = torch.stack([torch.cos(yaw), torch.sin(yaw)], -1).unsqueeze(1)
+        probes = torch.stack([xy + t * along for t in (0.0, *self.cfg.foot_length_m)], 2)
+        b, k = legs.shape
+        z = self.terrain(probes.reshape(b, k * 3, 2)).reshape(b, k, 3).max(dim=2).values
+        return torch.cat([xy, z.unsqueeze(-1)], -1), yaw.unsqueeze(1).expand(b, k)
 
-    def _start_steps(self, moving: Tensor, base_vel: Tensor) -> None:
+    def _start_steps(self, moving: Tensor) -> None:
+        """Start a swing in idle worlds that move or whose feet are off their nominal spots."""
         idle = self.swing_leg < 0
         if not bool(idle.any()):
             return
-        b = torch.arange(self.num_worlds)
-        errors = []
-        for leg in (0, 1):
-            legs = torch.full((self.num_worlds,), leg, dtype=torch.long)
-            target, yaw = self._landing(torch.zeros_like(base_vel), legs,
-                                        torch.zeros(self.num_worlds, dtype=torch.float64))
-            errors.append(((self.feet[:, leg] - target).norm(dim=-1),
-                           wrap_angle(self.feet_yaw[:, leg] - yaw).abs()))
-        pos_err = torch.stack([e[0] for e in errors], 1)
-        yaw_err = torch.stack([e[1] for e in errors], 1)
+        b = self.num_worlds
+        legs = torch.tensor([[0, 1]]).expand(b, 2)
+        zero = torch.zeros(b, dtype=torch.float64)
+        target, yaw = self._landing(torch.zeros(b, 3, dtype=torch.float64), legs, zero)
+        pos_err = (self.feet - target).norm(dim=-1)
+        yaw_err = wrap_angle(self.feet_yaw - yaw).abs()
         off = (pos_err > self.cfg.start_threshold_m) | (yaw_err > self.cfg.start_threshold_rad)
         start = idle & (moving | off.any(dim=1))
         # From rest, step first with the foot that is furthest off; else alternate.
-        worst = (pos_err + 0.3 * yaw_err).argmax(dim=1)
-        leg = torch.where(moving, self.next_leg, worst)
+        leg = torch.where(moving, self.next_leg, (pos_err + 0.3 * yaw_err).argmax(dim=1))
+        rows = torch.arange(b)
         self.swing_leg = torch.where(start, leg, self.swing_leg)
-        self.phase = torch.where(start, torch.zeros_like(self.phase), self.phase)
-        sel = torch.where(start)[0]
-        self.lift[sel] = self.feet[sel, leg[sel]]
-        self.lift_yaw[sel] = self.feet_yaw[sel, leg[sel]]
-        del b
+        self.phase = torch.where(start, zero, self.phase)
+        self.lift = torch.where(start.unsqueeze(-1), self.feet[rows, leg], self.lift)
+        self.lift_yaw = torch.where(start, self.feet_yaw[rows, leg], self.lift_yaw)
 
-    def _advance_swing(self, base_vel: Tensor) -> None:
-        swinging = torch.where(self.swing_leg >= 0)[0]
-        if len(swinging) == 0:
-            return
+    def _advance_swing(self, base_vel: Tensor) -> Tensor:
+        """Move swing feet along their arcs; returns (B,) landing heights of the swing feet."""
         cfg = self.cfg
-        leg = self.swing_leg[swinging]
-        self.phase[swinging] += self.dt / cfg.swing_time_s
-        s = self.phase[swinging].clamp(max=1.0)
-        remaining = (1.0 - s) * cfg.swing_time_s
-        full_leg = torch.zeros(self.num_worlds, dtype=torch.long)
-        full_leg[swinging] = leg
-        full_rem = torch.zeros(self.num_worlds, dtype=torch.float64)
-        full_rem[swinging] = remaining
-        land, land_yaw = self._landing(base_vel, full_leg, full_rem)
-        land, land_yaw = land[swinging], land_yaw[swinging]
-        lift, lift_yaw = self.lift[swinging], self.lift_yaw[swinging]
-        h = _smooth((s - 0.15) / 0.7).unsqueeze(-1)
-        xy = lift[:, :2] + (land[:, :2] - lift[:, :2]) * h
+        swinging = self.swing_leg >= 0
+        leg = self.swing_leg.clamp(min=0)
+        self.phase = torch.where(swinging, self.phase + self.dt / cfg.swing_time_s, self.phase)
+        s = self.phase.clamp(max=1.0)
+        land, land_yaw = self._landing(base_vel, leg.unsqueeze(1), (1.0 - s) * cfg.swing_time_s)
+        land, land_yaw = land[:, 0], land_yaw[:, 0]
+        lift = self.lift
+        h = _smooth((s - 0.15) / 0.7)
+        xy = lift[:, :2] + (land[:, :2] - lift[:, :2]) * h.unsqueeze(-1)
         peak = torch.maximum(lift[:, 2], land[:, 2]) + cfg.clearance_m
         rise = lift[:, 2] + (peak - lift[:, 2]) * _smooth(2 * s)
         fall = peak + (land[:, 2] - peak) * _smooth(2 * s - 1)
-        z = torch.where(s < 0.5, rise, fall)
-        self.feet[swinging, leg] = torch.cat([xy, z.unsqueeze(-1)], -1)
-        self.feet_yaw[swinging, leg] = lift_yaw + wrap_angle(land_yaw - lift_yaw) * h.squeeze(-1)
-        done = swinging[s >= 1.0]
-        if len(done):
-            self.next_leg[done] = 1 - self.swing_leg[done]
-            self.swing_leg[done] = -1
-        self._land = (swinging, land)
-
-    def _support_target(self) -> Tensor:
-        """Lowest supporting height: stance feet and the swing foot's landing spot."""
-        z = self.feet[:, :, 2].clone()
-        if hasattr(self, "_land"):
-            swinging, land = self._land
-            still = self.swing_leg[swinging] >= 0
-            rows = swinging[still]
-            z[rows, self.swing_leg[rows]] = land[still, 2]
-            del self._land
-        return z.min(dim=1).values
+        foot = torch.cat([xy, torch.where(s < 0.5, rise, fall).unsqueeze(-1)], -1)
+        rows = torch.arange(self.num_worlds)
+        self.feet[rows, leg] = torch.where(swinging.unsqueeze(-1), foot, self.feet[rows, leg])
+        foot_yaw = self.lift_yaw + wrap_angle(land_yaw - self.lift_yaw) * h
+        self.feet_yaw[rows, leg] = torch.where(swinging, foot_yaw, self.feet_yaw[rows, leg])
+        done = swinging & (s >= 1.0)
+        self.next_leg = torch.where(done, 1 - leg, self.next_leg)
+        self.swing_leg = torch.where(done, torch.full_like(leg, -1), self.swing_leg)
+        return land[:, 2]

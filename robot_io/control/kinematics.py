@@ -126,21 +126,20 @@ def forward_kinematics(chains: ChainSet, q: Tensor) -> tuple[Tensor, Tensor, Ten
     theta = chain_angles(chains, q)
     s, c = torch.sin(theta)[..., None, None], torch.cos(theta)[..., None, None]
     eye = torch.eye(3, dtype=q.dtype)
-    joint_rot = eye + s * chains.k1 + (1 - c) * chains.k2  # (B, C, L, 3, 3)
-    b = q.shape[0]
-    pos = torch.zeros(b, chains.num_chains, 3, dtype=q.dtype)
-    rot = eye.expand(b, chains.num_chains, 3, 3)
-    anchors, axes = [], []
-    for link in range(chains.joint.shape[1]):
-        pos = pos + (rot @ chains.off_pos[:, link, :, None]).squeeze(-1)
-        rot = rot @ chains.off_rot[:, link]
-        anchors.append(pos)
-        axes.append((rot @ chains.axis[:, link, :, None]).squeeze(-1))
-        rot = rot @ joint_rot[:, :, link]
-    ee_pos = pos + (rot @ chains.site_pos[..., None]).squeeze(-1)
+    # Each link's local rotation (fixed offset, then its hinge), all links in one batched op.
+    local = chains.off_rot @ (eye + s * chains.k1 + (1 - c) * chains.k2)  # (B, C, L, 3, 3)
+    b, n_links = q.shape[0], chains.joint.shape[1]
+    rots = [eye.expand(b, chains.num_chains, 3, 3)]
+    for link in range(n_links):
+        rots.append(rots[-1] @ local[:, :, link])
+    parents = torch.stack(rots[:-1], 2)  # (B, C, L, 3, 3): frame each link is attached in
+    frames = torch.stack(rots[1:], 2)  # the link frames themselves
+    anchor = torch.cumsum((parents @ chains.off_pos[..., None]).squeeze(-1), dim=2)
+    # A hinge leaves its own axis unchanged, so the axis in the root frame is frame @ axis.
+    axis = (frames @ chains.axis[..., None]).squeeze(-1)
+    rot = rots[-1]
+    ee_pos = anchor[:, :, -1] + (rot @ chains.site_pos[..., None]).squeeze(-1)
     ee_rot = rot @ chains.site_rot
-    anchor = torch.stack(anchors, 2)  # (B, C, L, 3)
-    axis = torch.stack(axes, 2)
     jp = torch.cross(axis, ee_pos.unsqueeze(2) - anchor, dim=-1)
     jac = torch.cat([jp, axis], dim=-1).transpose(-1, -2)  # (B, C, 6, L)
     jac = jac * chains.solve.to(q.dtype)[:, None, :]
@@ -172,9 +171,9 @@ def dls_step(jac: Tensor, err: Tensor, damping: float, null_bias: Tensor | None 
     jt = jac.transpose(-1, -2)
     eye = torch.eye(jac.shape[-2], dtype=jac.dtype)
     a = jac @ jt + damping ** 2 * eye
-    x = torch.linalg.solve(a, err.unsqueeze(-1))
-    dq = (jt @ x).squeeze(-1)
-    if null_bias is not None:
-        proj = jt @ torch.linalg.solve(a, jac @ null_bias.unsqueeze(-1))
-        dq = dq + null_bias - proj.squeeze(-1)
-    return dq
+    if null_bias is None:
+        return (jt @ torch.linalg.solve(a, err.unsqueeze(-1))).squeeze(-1)
+    # One solve for both right-hand sides: the task error and the bias's task-space image.
+    rhs = torch.stack([err, (jac @ null_bias.unsqueeze(-1)).squeeze(-1)], -1)
+    x = jt @ torch.linalg.solve(a, rhs)
+    return x[..., 0] + null_bias - x[..., 1]

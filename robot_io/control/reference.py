@@ -23,8 +23,7 @@ from robot_io.control.gait import Gait, GaitConfig
 from robot_io.control.kinematics import (build_chains, dls_step, forward_kinematics,
                                          orientation_error)
 from robot_io.env import BatchedEnv
-from robot_io.math3d import (quat_conj, quat_from_yaw, quat_mul, quat_to_mat, quat_rotate,
-                             yaw_of)
+from robot_io.math3d import mat_to_quat, quat_from_yaw, quat_mul, quat_rotate, quat_to_mat, yaw_of
 from robot_io.robot_spec import LEFT_ARM, LEFT_LEG, RIGHT_ARM, RIGHT_LEG
 from robot_io.t1_model import ROOT_BODY
 from robot_io.types import Command, HarnessTarget, JointTargets, Observation
@@ -38,9 +37,9 @@ LEG_JOINTS = torch.tensor(LEFT_LEG + RIGHT_LEG)
 class ReferenceControllerConfig:
     """Gains of the reference controller (documented defaults)."""
 
-    ik_iterations: int = 2
+    ik_iterations: int = 1
     ik_damping: float = 0.02
-    max_ik_step_rad: float = 0.04
+    max_ik_step_rad: float = 0.08
     posture_gain: float = 0.05  # null-space pull of the arms toward the default pose
     integral_gain: float = 0.03  # per tick, on the arm joint tracking error
     integral_limit_rad: float = 0.6
@@ -75,6 +74,15 @@ class ReferenceController:
         self.nominal_foot_rot = rot[0, 2:]
         self.gait = Gait(self.nominal_feet, robot.control_dt_s, env.task.terrain_height,
                          self.cfg.gait)
+        # Index tensors of the chains, computed once: (C, L) into the joint vector.
+        self._chain_index = self.chains.joint.clamp(min=0)
+        self._flat_index = self._chain_index.reshape(-1)
+        self._solve_mask = self.chains.solve.to(torch.float64)
+        self._default_chain = self.default[self._chain_index]
+        # Posture pull on the arms only (chains 0 and 1): the foot pose fixes the legs.
+        self._posture_gain = torch.zeros(self.chains.num_chains, 1, dtype=torch.float64)
+        self._posture_gain[:2] = self.cfg.posture_gain
+        self._posture_gain = self._posture_gain * self._solve_mask
         n = env.num_worlds
         self.q_ik = self.default.expand(n, -1).clone()
         self.offset = torch.zeros(n, robot.num_joints, dtype=torch.float64)
@@ -90,45 +98,36 @@ class ReferenceController:
             obs.root_quat[ids].unsqueeze(1).expand(-1, 2, -1), obs.foot_pos[ids])
         feet_yaw = yaw_of(quat_mul(obs.root_quat[ids].unsqueeze(1).expand(-1, 2, -1),
                                    obs.foot_quat[ids]))
-        nominal_yaw = yaw_of(quat_mul(torch.tensor([1.0, 0, 0, 0], dtype=torch.float64),
-                                      _mat_quat(self.nominal_foot_rot)))
+        nominal_yaw = yaw_of(mat_to_quat(self.nominal_foot_rot))
         self.gait.reset(obs.root_pos[ids], yaw_of(obs.root_quat[ids]), feet_world,
                         feet_yaw - nominal_yaw, ids)
 
     def step(self, cmd: Command, obs: Observation) -> JointTargets:
         """Joint targets and a harness pose for this tick."""
-        gait = self.gait
+        gait, cfg = self.gait, self.cfg
         gait.step(cmd.base_vel, obs.root_pos)
         targets_pos, targets_rot = self._chain_targets(cmd, obs)
         q = self.q_ik
-        solve_mask = self.chains.solve
-        for _ in range(self.cfg.ik_iterations):
+        for _ in range(cfg.ik_iterations):
             pos, rot, jac = forward_kinematics(self.chains, q)
             err = torch.cat([targets_pos - pos, orientation_error(rot, targets_rot)], -1)
-            theta = q[:, self.chains.joint.clamp(min=0)]
-            bias = self.cfg.posture_gain * (self.default[self.chains.joint.clamp(min=0)] - theta)
-            bias = bias * solve_mask
-            bias[:, 2:] = 0.0  # legs: no posture pull, the foot pose fixes them
-            dq = dls_step(jac, err, self.cfg.ik_damping, bias)
+            bias = self._posture_gain * (self._default_chain - q[:, self._chain_index])
+            dq = dls_step(jac, err, cfg.ik_damping, bias)
             # Scale the whole step of a chain (not each joint): clipping joints one by one
             # turns the step away from the descent direction and can make IK diverge.
             peak = dq.abs().max(dim=-1, keepdim=True).values
-            dq = dq * torch.clamp(self.cfg.max_ik_step_rad / peak.clamp_min(1e-12), max=1.0)
-            dq = dq * solve_mask
-            q = q.index_add(1, self.chains.joint.clamp(min=0).reshape(-1),
-                            dq.reshape(q.shape[0], -1) * (self.chains.joint >= 0).reshape(-1))
+            dq = dq * torch.clamp(cfg.max_ik_step_rad / peak.clamp_min(1e-12), max=1.0)
+            q = q.index_add(1, self._flat_index, (dq * self._solve_mask).reshape(q.shape[0], -1))
             q = torch.minimum(torch.maximum(q, self.lower), self.upper)
         self.q_ik = q
-        # Arms: gravity feed-forward and integral action against the PD droop.
-        bias_torque = self.env.sim.qfrc_bias[:, self.env.joint_dadr]
-        self.offset[:, ARM_JOINTS] += self.cfg.integral_gain * (
-            q[:, ARM_JOINTS] - obs.joint_pos[:, ARM_JOINTS])
-        self.offset.clamp_(-self.cfg.integral_limit_rad, self.cfg.integral_limit_rad)
+        # Arms: gravity feed-forward, integral action and damping against the PD droop.
+        arms = ARM_JOINTS
+        bias_torque = self.env.sim.qfrc_bias[:, self.env.joint_dadr[arms]]
+        self.offset[:, arms] += cfg.integral_gain * (q[:, arms] - obs.joint_pos[:, arms])
+        self.offset.clamp_(-cfg.integral_limit_rad, cfg.integral_limit_rad)
         joint_targets = q.clone()
-        joint_targets[:, ARM_JOINTS] += (self.offset[:, ARM_JOINTS]
-                                         + (bias_torque[:, ARM_JOINTS]
-                                            - self.cfg.arm_damping * obs.joint_vel[:, ARM_JOINTS])
-                                         / self.kp[ARM_JOINTS])
+        joint_targets[:, arms] += self.offset[:, arms] + (
+            bias_torque - cfg.arm_damping * obs.joint_vel[:, arms]) / self.kp[arms]
         harness = HarnessTarget(pos=gait.pos.clone(), quat=quat_from_yaw(gait.yaw))
         return JointTargets(joint_pos=joint_targets, gripper=cmd.gripper, harness=harness)
 
@@ -141,11 +140,3 @@ class ReferenceController:
         pos = torch.cat([cmd.hand_pos, feet_local.squeeze(-1)], 1)
         rot = torch.cat([quat_to_mat(cmd.hand_quat), feet_rot], 1)
         return pos, rot
-
-
-def _mat_quat(rot: Tensor) -> Tensor:
-    from robot_io.math3d import mat_to_quat
-    return mat_to_quat(rot)
-
-
-__all__ = ["ReferenceController", "ReferenceControllerConfig", "quat_conj"]
