@@ -35,10 +35,11 @@ class StepOutcome:
     success: Tensor
     reward: Tensor
     timeout: Tensor
+    unstable: Tensor  # the simulator found the world unstable and reset it: a failed episode
 
     @property
     def done(self) -> Tensor:
-        return self.success | self.timeout
+        return self.success | self.timeout | self.unstable
 
 
 class BatchedEnv:
@@ -71,6 +72,7 @@ class BatchedEnv:
         self._index(self.model)
         self.task.bind(self.model, self.sim, self.robot)
         self.episode_steps = torch.zeros(num_worlds, dtype=torch.long)
+        self._instability_at_reset = torch.zeros(num_worlds, dtype=torch.long)
         self.reset_params: dict[str, Tensor] = {}
         self.reset()
 
@@ -136,6 +138,7 @@ class BatchedEnv:
         sim.eq_active[ids, self.harness_eq] = 0.0
         sim.forward(ids)
         self.episode_steps[ids] = 0
+        self._instability_at_reset[ids] = sim.instability_count()[ids]
         for key, value in params.items():
             store = self.reset_params.setdefault(
                 key, torch.full((self.num_worlds,), float("nan"), dtype=torch.float64))
@@ -202,9 +205,11 @@ class BatchedEnv:
 
     def outcome(self) -> StepOutcome:
         """Success, sparse reward and time-out of every world in the current state."""
-        success = self.task.success()
+        unstable = self.sim.instability_count() > self._instability_at_reset
+        success = self.task.success() & ~unstable
         timeout = self.episode_steps >= self.time_limit_steps
-        return StepOutcome(success=success, reward=success.to(torch.float64), timeout=timeout)
+        return StepOutcome(success=success, reward=success.to(torch.float64), timeout=timeout,
+                           unstable=unstable)
 
     def state(self) -> np.ndarray:
         """(N, nstate) full integration state (for exact replay)."""

@@ -34,7 +34,7 @@ GRIPPER_ACTUATORS = ("left_gripper", "right_gripper")
 HARNESS_BODY = "harness"
 HARNESS_EQ = "harness_weld"
 # Weld (timeconst, dampratio): soft enough to look carried, stiff enough to hold a 2 kg payload.
-HARNESS_SOLREF = (0.03, 1.0)
+HARNESS_SOLREF = (0.04, 1.0)
 
 # Gripper body frame in the hand link frame (columns: approach, closing, normal axes).
 _GRIP_ROT = {"left": np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float),
@@ -85,6 +85,12 @@ def build_robot(robot: RobotSpec) -> mujoco.MjSpec:
     for geom in spec.geoms:
         if geom.contype or geom.conaffinity:
             geom.contype, geom.conaffinity = ROBOT_CONTYPE, ROBOT_CONAFFINITY
+    # The official model has no collision geometry on the pelvis, so the body could slide over
+    # a table top that passes between the trunk box and the thighs: add a pelvis box.
+    spec.body("Waist").add_geom(name="pelvis", type=mujoco.mjtGeom.mjGEOM_BOX,
+                                size=(0.07, 0.13, 0.07), pos=(0.0, 0.0, 0.0),
+                                rgba=(0.4, 0.4, 0.4, 0.0), contype=ROBOT_CONTYPE,
+                                conaffinity=ROBOT_CONAFFINITY, group=3, mass=0.0, density=0.0)
     _replace_actuators(spec, robot)
     for side in ("left", "right"):
         _add_gripper(spec, side, robot.gripper)

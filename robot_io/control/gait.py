@@ -29,9 +29,11 @@ class GaitConfig:
     start_threshold_rad: float = 0.12
     moving_threshold: float = 0.02  # |command| above which the robot keeps stepping
     height_time_const_s: float = 0.2
-    # The harness target never runs further than this ahead of the trunk, which bounds how
-    # hard the harness shoves a blocked robot (against a latched door, say).
-    leash_m: float = 0.06
+    # The harness target never runs further than leash_m + leash_lag_s * speed ahead of the
+    # trunk: room for the weld's steady lag when walking, while bounding how hard the harness
+    # shoves a blocked robot (against a latched door or a table, say).
+    leash_m: float = 0.03
+    leash_lag_s: float = 0.1
     foot_length_m: tuple[float, float] = (0.1, -0.09)  # toe and heel along the foot
     # The pelvis rides this much below the default-pose height: the default leg is nearly
     # straight, and a bent knee leaves reach for feet that trail or lead the body.
@@ -106,7 +108,8 @@ class Gait:
         self.pos[:, :2] += _rot2(self.yaw, base_vel[:, :2]) * dt
         lead = self.pos[:, :2] - root_pos[:, :2]
         dist = lead.norm(dim=-1, keepdim=True)
-        self.pos[:, :2] = root_pos[:, :2] + lead * torch.clamp(cfg.leash_m / dist.clamp_min(1e-9),
+        leash = cfg.leash_m + cfg.leash_lag_s * base_vel[:, :2].norm(dim=-1, keepdim=True)
+        self.pos[:, :2] = root_pos[:, :2] + lead * torch.clamp(leash / dist.clamp_min(1e-9),
                                                                max=1.0)
         moving = base_vel.abs().max(dim=1).values > cfg.moving_threshold
         self._start_steps(moving)

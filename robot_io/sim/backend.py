@@ -55,3 +55,6 @@ class SimBackend(Protocol):
 
     def full_state(self) -> np.ndarray:
         """(N, nstate) the integration state of every world (for exact replay)."""
+
+    def instability_count(self) -> Tensor:
+        """(N,) growing count of the times the simulator found a world unstable and reset it."""

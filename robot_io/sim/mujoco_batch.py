@@ -9,6 +9,8 @@ from mujoco.batch import Batch
 from torch import Tensor
 
 _STAGE = mujoco.mjtStage.mjSTAGE_VEL.value  # positions, velocities and sensors current
+_UNSTABLE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                              mujoco.mjtWarning.mjWARN_BADQACC)]
 
 
 def _ids(ids: Tensor | None) -> np.ndarray | None:
@@ -69,3 +71,9 @@ class MujocoBatchBackend:
 
     def full_state(self) -> np.ndarray:
         return self.batch.state
+
+    def instability_count(self) -> Tensor:
+        """(N,) how many times MuJoCo found each world's state unstable (bad qpos, qvel or qacc)
+        and reset it; the counters only grow."""
+        counts = self.batch.warning[:, _UNSTABLE, 0].sum(axis=1)
+        return torch.from_numpy(counts.astype(np.int64))
