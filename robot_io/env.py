@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from robot_io.errors import SafetyLimitError
-from robot_io.math3d import pose_in_frame, quat_to_mat
+from robot_io.math3d import pose_in_frame
 from robot_io.robot_spec import RobotSpec
 from robot_io.sim.mujoco_batch import MujocoBatchBackend
 from robot_io.t1_model import (HARNESS_BODY, HARNESS_EQ, ROOT_BODY, build_robot,
@@ -156,7 +156,10 @@ class BatchedEnv:
         pos = data[:, self._s_site_pos].reshape(self.num_worlds, 4, 3)
         quat = data[:, self._s_site_quat].reshape(self.num_worlds, 4, 4)
         pos, quat = pose_in_frame(root_pos, root_quat, pos, quat)
-        rot = quat_to_mat(root_quat)
+        w, x, y, z = root_quat.unbind(-1)
+        # World -z in the root frame: minus the third row of the root's rotation matrix.
+        gravity = -torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x),
+                                1 - 2 * (x * x + y * y)], -1)
         return Observation(
             time_s=sim.time.clone(),
             joint_pos=qpos[:, self.joint_qadr],
@@ -165,7 +168,7 @@ class BatchedEnv:
             root_pos=root_pos.clone(), root_quat=root_quat.clone(),
             root_lin_vel=data[:, self._s_linvel].clone(),
             root_ang_vel=qvel[:, d + 3:d + 6].clone(),  # free joint: already in the body frame
-            projected_gravity=-rot[:, 2, :],  # world -z in the root frame: -(R^T e_z)
+            projected_gravity=gravity,
             hand_pos=pos[:, :2], hand_quat=quat[:, :2], foot_pos=pos[:, 2:],
             foot_quat=quat[:, 2:], task=self.task.observe(root_pos, root_quat))
 

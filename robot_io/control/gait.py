@@ -17,6 +17,7 @@ from torch import Tensor
 from robot_io.math3d import wrap_angle
 
 TerrainFn = Callable[[Tensor], Tensor]  # (B, P, 2) world xy -> (B, P) ground height
+# None as the terrain function means flat ground at height zero.
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Gait:
         cfg: stepping parameters.
     """
 
-    def __init__(self, nominal_feet: Tensor, dt_s: float, terrain: TerrainFn,
+    def __init__(self, nominal_feet: Tensor, dt_s: float, terrain: TerrainFn | None,
                  cfg: GaitConfig = GaitConfig()) -> None:
         self.nominal = nominal_feet
         self.stand_height = float(-nominal_feet[:, 2].mean())
@@ -131,10 +132,13 @@ class Gait:
         yaw = wrap_angle(self.yaw + base_vel[:, 2] * ahead)
         xy = self.pos[:, :2] + _rot2(self.yaw, base_vel[:, :2]) * ahead.unsqueeze(-1)
         xy = xy.unsqueeze(1) + _rot2(yaw, self.nominal[legs, :2])
-        along = torch.stack([torch.cos(yaw), torch.sin(yaw)], -1).unsqueeze(1)
-        probes = torch.stack([xy + t * along for t in (0.0, *self.cfg.foot_length_m)], 2)
         b, k = legs.shape
-        z = self.terrain(probes.reshape(b, k * 3, 2)).reshape(b, k, 3).max(dim=2).values
+        if self.terrain is None:
+            z = torch.zeros(b, k, dtype=xy.dtype)
+        else:  # the highest ground under toe, centre and heel
+            along = torch.stack([torch.cos(yaw), torch.sin(yaw)], -1).unsqueeze(1)
+            probes = torch.stack([xy + t * along for t in (0.0, *self.cfg.foot_length_m)], 2)
+            z = self.terrain(probes.reshape(b, k * 3, 2)).reshape(b, k, 3).max(dim=2).values
         return torch.cat([xy, z.unsqueeze(-1)], -1), yaw.unsqueeze(1).expand(b, k)
 
     def _start_steps(self, moving: Tensor) -> None:

@@ -72,8 +72,8 @@ class ReferenceController:
         pos, rot, _ = forward_kinematics(self.chains, self.default.unsqueeze(0))
         self.nominal_feet = pos[0, 2:]  # trunk upright: root frame == heading frame
         self.nominal_foot_rot = rot[0, 2:]
-        self.gait = Gait(self.nominal_feet, robot.control_dt_s, env.task.terrain_height,
-                         self.cfg.gait)
+        terrain = None if env.task.flat_terrain else env.task.terrain_height
+        self.gait = Gait(self.nominal_feet, robot.control_dt_s, terrain, self.cfg.gait)
         # Index tensors of the chains, computed once: (C, L) into the joint vector.
         self._chain_index = self.chains.joint.clamp(min=0)
         self._flat_index = self._chain_index.reshape(-1)
@@ -136,7 +136,14 @@ class ReferenceController:
         root_rot_t = quat_to_mat(obs.root_quat).transpose(-1, -2).unsqueeze(1)  # (B,1,3,3)
         gait = self.gait
         feet_local = (root_rot_t @ (gait.feet - obs.root_pos.unsqueeze(1)).unsqueeze(-1))
-        feet_rot = root_rot_t @ quat_to_mat(quat_from_yaw(gait.feet_yaw)) @ self.nominal_foot_rot
+        feet_rot = root_rot_t @ _yaw_matrix(gait.feet_yaw) @ self.nominal_foot_rot
         pos = torch.cat([cmd.hand_pos, feet_local.squeeze(-1)], 1)
         rot = torch.cat([quat_to_mat(cmd.hand_quat), feet_rot], 1)
         return pos, rot
+
+
+def _yaw_matrix(yaw: Tensor) -> Tensor:
+    """(...,) -> (..., 3, 3) rotations about z."""
+    c, s = torch.cos(yaw), torch.sin(yaw)
+    zero, one = torch.zeros_like(yaw), torch.ones_like(yaw)
+    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).reshape(*yaw.shape, 3, 3)

@@ -115,6 +115,7 @@ class Task:
 
     name: str = ""
     config: TaskConfig
+    flat_terrain: bool = True  # False when `terrain_height` is not zero everywhere
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config

@@ -48,6 +48,7 @@ def default_config() -> StairConfig:
 class StairTask(Task):
     name = "stair"
     config: StairConfig
+    flat_terrain = False
 
     def build_scene(self, spec: mujoco.MjSpec) -> None:
         cfg = self.config
