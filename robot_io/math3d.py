@@ -16,6 +16,14 @@ def quat_mul(a: Tensor, b: Tensor) -> Tensor:
                         aw * bz + ax * by - ay * bx + az * bw], dim=-1)
 
 
+_EYE3 = torch.eye(3, dtype=torch.float64)
+# _LEVI[i, j, k] = -epsilon_ijk, so that (a[..., None, None, :] * _LEVI).sum(-1) is the cross-product
+# matrix [a]x with [a]x b = a x b.
+_LEVI = torch.zeros(3, 3, 3, dtype=torch.float64)
+for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+    _LEVI[_i, _j, _k], _LEVI[_i, _k, _j] = -1.0, 1.0
+
+
 def quat_conj(q: Tensor) -> Tensor:
     """Conjugate (the inverse of a unit quaternion)."""
     return torch.cat([q[..., :1], -q[..., 1:]], dim=-1)
@@ -35,12 +43,13 @@ def quat_rotate_inv(q: Tensor, v: Tensor) -> Tensor:
 
 def quat_to_mat(q: Tensor) -> Tensor:
     """(..., 4) -> (..., 3, 3) rotation matrices (columns are the rotated axes)."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(*q.shape[:-1], 3, 3)
+    # R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]x, in few tensor ops (this is on hot paths).
+    w, v = q[..., :1], q[..., 1:]
+    outer = 2.0 * v.unsqueeze(-1) * v.unsqueeze(-2)
+    wv = 2.0 * w * v
+    skew = (wv[..., None, None, :] * _LEVI).sum(-1)  # [2 w v]x
+    diag = (w * w - (v * v).sum(-1, keepdim=True)).unsqueeze(-1) * _EYE3
+    return outer + skew + diag
 
 
 def mat_to_quat(m: Tensor) -> Tensor:
@@ -91,12 +100,14 @@ def wrap_angle(a: Tensor) -> Tensor:
 def pose_in_frame(frame_pos: Tensor, frame_quat: Tensor, pos: Tensor,
                   quat: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """Express world poses in a frame: (frame^-1 * pose). Frames (B, 3)/(B, 4); poses (B, ..., 3/4)."""
-    extra = pos.dim() - frame_pos.dim()
-    fp = frame_pos.reshape(frame_pos.shape[0], *([1] * extra), 3)
-    fq = frame_quat.reshape(frame_quat.shape[0], *([1] * extra), 4).expand(*pos.shape[:-1], 4)
-    local_pos = quat_rotate_inv(fq, pos - fp)
+    b = frame_pos.shape[0]
+    rot = quat_to_mat(frame_quat)  # (B, 3, 3)
+    flat = (pos.reshape(b, -1, 3) - frame_pos.unsqueeze(1)) @ rot  # row vectors: R^T (p - o)
+    local_pos = flat.reshape(pos.shape)
     local_quat = None
     if quat is not None:
+        extra = quat.dim() - frame_quat.dim()
+        fq = frame_quat.reshape(b, *([1] * extra), 4)
         local_quat = quat_mul(quat_conj(fq), quat)
-        local_quat = torch.where(local_quat[..., :1] < 0, -local_quat, local_quat)
+        local_quat = local_quat * torch.where(local_quat[..., :1] < 0, -1.0, 1.0)
     return local_pos, local_quat
