@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from robot_io.errors import SafetyLimitError
-from robot_io.math3d import pose_in_frame
+from robot_io.math3d import Frame
 from robot_io.robot_spec import RobotSpec
 from robot_io.sim.mujoco_batch import MujocoBatchBackend
 from robot_io.t1_model import (HARNESS_BODY, HARNESS_EQ, ROOT_BODY, build_robot,
@@ -155,7 +155,8 @@ class BatchedEnv:
         # Hands and feet in one pass: (B, 4, 3) positions and (B, 4, 4) quaternions.
         pos = data[:, self._s_site_pos].reshape(self.num_worlds, 4, 3)
         quat = data[:, self._s_site_quat].reshape(self.num_worlds, 4, 4)
-        pos, quat = pose_in_frame(root_pos, root_quat, pos, quat)
+        root = Frame(root_pos, root_quat)
+        pos, quat = root.to_local(pos, quat)
         w, x, y, z = root_quat.unbind(-1)
         # World -z in the root frame: minus the third row of the root's rotation matrix.
         gravity = -torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x),
@@ -170,7 +171,7 @@ class BatchedEnv:
             root_ang_vel=qvel[:, d + 3:d + 6].clone(),  # free joint: already in the body frame
             projected_gravity=gravity,
             hand_pos=pos[:, :2], hand_quat=quat[:, :2], foot_pos=pos[:, 2:],
-            foot_quat=quat[:, 2:], task=self.task.observe(root_pos, root_quat))
+            foot_quat=quat[:, 2:], task=self.task.observe(root))
 
     def apply(self, targets: JointTargets) -> JointTargets:
         """Clamp targets to the target band and the per-tick step limit, write them, step physics.

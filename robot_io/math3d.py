@@ -8,12 +8,12 @@ from torch import Tensor
 
 def quat_mul(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product a * b, (..., 4)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
-                        aw * bx + ax * bw + ay * bz - az * by,
-                        aw * by - ax * bz + ay * bw + az * bx,
-                        aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+    # (w1 w2 - v1.v2, w1 v2 + w2 v1 + v1 x v2): few tensor ops, this is on hot paths.
+    aw, av = a[..., :1], a[..., 1:]
+    bw, bv = b[..., :1], b[..., 1:]
+    w = aw * bw - (av * bv).sum(-1, keepdim=True)
+    v = aw * bv + bw * av + torch.linalg.cross(av, bv)
+    return torch.cat([w, v], -1)
 
 
 _EYE3 = torch.eye(3, dtype=torch.float64)
@@ -97,11 +97,26 @@ def wrap_angle(a: Tensor) -> Tensor:
     return torch.remainder(a + torch.pi, 2 * torch.pi) - torch.pi
 
 
+class Frame:
+    """A batch of frames (B, 3) / (B, 4) with their rotation matrices computed once."""
+
+    def __init__(self, pos: Tensor, quat: Tensor) -> None:
+        self.pos, self.quat = pos, quat
+        self.rot = quat_to_mat(quat)  # (B, 3, 3)
+
+    def to_local(self, pos: Tensor, quat: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """World poses (B, ..., 3) / (B, ..., 4) expressed in these frames."""
+        return pose_in_frame(self.pos, self.quat, pos, quat, self.rot)
+
+
 def pose_in_frame(frame_pos: Tensor, frame_quat: Tensor, pos: Tensor,
-                  quat: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-    """Express world poses in a frame: (frame^-1 * pose). Frames (B, 3)/(B, 4); poses (B, ..., 3/4)."""
+                  quat: Tensor | None = None,
+                  frame_rot: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Express world poses in a frame: (frame^-1 * pose). Frames (B, 3)/(B, 4); poses (B, ..., 3/4).
+
+    frame_rot: the frames' rotation matrices when already known."""
     b = frame_pos.shape[0]
-    rot = quat_to_mat(frame_quat)  # (B, 3, 3)
+    rot = quat_to_mat(frame_quat) if frame_rot is None else frame_rot  # (B, 3, 3)
     flat = (pos.reshape(b, -1, 3) - frame_pos.unsqueeze(1)) @ rot  # row vectors: R^T (p - o)
     local_pos = flat.reshape(pos.shape)
     local_quat = None

@@ -23,8 +23,8 @@ class ChainSet:
         off_rot: (C, L, 3, 3) link orientation in its parent link's frame.
         axis: (C, L, 3) hinge axis in the link frame (zero for a fixed link).
         k1, k2: (C, L, 3, 3) skew(axis) and skew(axis)^2, for Rodrigues' formula.
-        joint: (C, L) index into the robot's joint vector, -1 for a fixed link.
-        solve: (C, L) whether IK may move this joint.
+        joint: (C, L) index into the robot's joint vector, -1 for padding.
+        solve: (C, L) whether the link is a real joint (False for padding).
         site_pos, site_rot: (C, 3), (C, 3, 3) the end site in the last link's frame.
     """
 
@@ -47,60 +47,76 @@ def _skew(v: np.ndarray) -> np.ndarray:
     return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], float)
 
 
+def _hinge(axis: np.ndarray, angle: float) -> np.ndarray:
+    k = _skew(axis)
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
 def build_chains(model: mujoco.MjModel, root: str, sites: list[str], joint_names: list[str],
-                 frozen: set[str]) -> ChainSet:
+                 frozen: dict[str, float]) -> ChainSet:
     """Extract chains root -> site from a compiled model.
+
+    Links without a joint, and frozen joints (held at the given angle), are folded into the
+    next moving link's fixed offset (or into the site), so a chain has one link per joint IK
+    may move.
 
     Args:
         model: the compiled model.
         root: the chains' base body (its frame is the root frame).
         sites: end sites, one chain each.
         joint_names: the robot joint order the `joint` indices refer to.
-        frozen: joints on a chain that IK must not move (e.g. the waist for the legs).
+        frozen: joints on a chain that IK must not move, with the angle they are held at
+            (e.g. the waist for the legs).
     """
     chains = []
     root_id = model.body(root).id
     for site in sites:
         sid = model.site(site).id
-        links = []
+        bodies = []
         body = int(model.site_bodyid[sid])
         while body != root_id:
             if body == 0:
                 raise ValueError(f"site {site} is not below body {root}")
-            links.append(body)
+            bodies.append(body)
             body = int(model.body_parentid[body])
-        links.reverse()
         rows = []
-        for b in links:
+        pend_pos, pend_rot = np.zeros(3), np.eye(3)  # fixed transform not yet emitted
+        for b in reversed(bodies):
             rot = np.zeros(9)
             mujoco.mju_quat2Mat(rot, model.body_quat[b])
-            jnt, axis, idx, solve = model.body_jntadr[b], np.zeros(3), -1, False
+            pend_pos = pend_pos + pend_rot @ model.body_pos[b]
+            pend_rot = pend_rot @ rot.reshape(3, 3)
             if model.body_jntnum[b] > 1:
                 raise ValueError(f"body {model.body(b).name} has several joints")
-            if model.body_jntnum[b] == 1:
-                if np.abs(model.jnt_pos[jnt]).max() > 1e-9:
-                    raise ValueError(f"joint {model.joint(jnt).name} is not at its body origin")
-                name = model.joint(jnt).name
-                axis, idx = model.jnt_axis[jnt].copy(), joint_names.index(name)
-                solve = name not in frozen
-            rows.append((model.body_pos[b].copy(), rot.reshape(3, 3), axis, idx, solve))
+            if model.body_jntnum[b] == 0:
+                continue
+            jnt = model.body_jntadr[b]
+            if np.abs(model.jnt_pos[jnt]).max() > 1e-9:
+                raise ValueError(f"joint {model.joint(jnt).name} is not at its body origin")
+            name, axis = model.joint(jnt).name, model.jnt_axis[jnt].copy()
+            if name in frozen:
+                pend_rot = pend_rot @ _hinge(axis, frozen[name])
+                continue
+            rows.append((pend_pos, pend_rot, axis, joint_names.index(name)))
+            pend_pos, pend_rot = np.zeros(3), np.eye(3)
         srot = np.zeros(9)
         mujoco.mju_quat2Mat(srot, model.site_quat[sid])
-        chains.append((rows, model.site_pos[sid].copy(), srot.reshape(3, 3)))
+        chains.append((rows, pend_pos + pend_rot @ model.site_pos[sid],
+                       pend_rot @ srot.reshape(3, 3)))
     length = max(len(rows) for rows, _, _ in chains)
     c = len(chains)
     off_pos = np.zeros((c, length, 3))
     off_rot = np.tile(np.eye(3), (c, length, 1, 1))
     axis = np.zeros((c, length, 3))
     joint = -np.ones((c, length), dtype=np.int64)
-    solve = np.zeros((c, length), dtype=bool)
     for i, (rows, _, _) in enumerate(chains):
-        for j, (p, r, a, idx, s) in enumerate(rows):
-            off_pos[i, j], off_rot[i, j], axis[i, j], joint[i, j], solve[i, j] = p, r, a, idx, s
+        for j, (p, r, a, idx) in enumerate(rows):
+            off_pos[i, j], off_rot[i, j], axis[i, j], joint[i, j] = p, r, a, idx
     k1 = np.stack([[_skew(axis[i, j]) for j in range(length)] for i in range(c)])
     t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    joint_t = torch.tensor(joint)
     return ChainSet(off_pos=t(off_pos), off_rot=t(off_rot), axis=t(axis), k1=t(k1),
-                    k2=t(k1 @ k1), joint=torch.tensor(joint), solve=torch.tensor(solve),
+                    k2=t(k1 @ k1), joint=joint_t, solve=joint_t >= 0,
                     site_pos=t(np.stack([p for _, p, _ in chains])),
                     site_rot=t(np.stack([r for _, _, r in chains])))
 

@@ -62,8 +62,9 @@ class ReferenceController:
     def __init__(self, env: BatchedEnv, cfg: ReferenceControllerConfig | None = None) -> None:
         self.env, self.cfg = env, cfg or ReferenceControllerConfig()
         robot = env.robot
+        waist = robot.joint_names.index("Waist")
         self.chains = build_chains(env.model, ROOT_BODY, CHAIN_SITES, list(robot.joint_names),
-                                   frozen={"Waist"})
+                                   frozen={"Waist": robot.default_pose[waist]})
         self.default = env.default_pose
         margin = torch.full_like(env.joint_lower, self.cfg.joint_margin_rad)
         margin[ARM_JOINTS] = self.cfg.arm_margin_rad

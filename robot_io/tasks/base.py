@@ -16,7 +16,7 @@ import mujoco
 import torch
 from torch import Tensor
 
-from robot_io.math3d import pose_in_frame, quat_from_yaw
+from robot_io.math3d import Frame, quat_from_yaw
 from robot_io.robot_spec import RobotSpec
 from robot_io.sim.backend import SimBackend
 from robot_io.t1_model import ROOT_BODY, STAND_HEIGHT_M
@@ -133,7 +133,7 @@ class Task:
         """(n, 2) anchor xy and (n,) anchor facing yaw the robot is placed relative to."""
         raise NotImplementedError
 
-    def observe(self, root_pos: Tensor, root_quat: Tensor) -> dict[str, Tensor]:
+    def observe(self, root: Frame) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def success(self) -> Tensor:
@@ -200,12 +200,6 @@ class Task:
     def body_pose(self, body_id: int) -> tuple[Tensor, Tensor]:
         """(B, 3), (B, 4) world pose of a body."""
         return self.sim.xpos[:, body_id], self.sim.xquat[:, body_id]
-
-    @staticmethod
-    def relative(root_pos: Tensor, root_quat: Tensor, pos: Tensor,
-                 quat: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """World pose expressed in the root frame."""
-        return pose_in_frame(root_pos, root_quat, pos, quat)
 
     def free_joint_qadr(self, name: str) -> int:
         return int(self.model.joint(name).qposadr[0])

@@ -8,7 +8,7 @@ import mujoco
 import torch
 from torch import Tensor
 
-from robot_io.math3d import quat_from_yaw
+from robot_io.math3d import Frame, quat_from_yaw
 from robot_io.scene import add_environment, add_free_box, add_table
 from robot_io.tasks.base import PhysicsRanges, Range, StartRanges, Task, TaskConfig
 
@@ -79,9 +79,9 @@ class BoxPickupTask(Task):
         xy = self.sim.qpos[ids, self.box_qadr:self.box_qadr + 2]
         return xy, torch.zeros(len(ids), dtype=torch.float64)
 
-    def observe(self, root_pos: Tensor, root_quat: Tensor) -> dict[str, Tensor]:
+    def observe(self, root: Frame) -> dict[str, Tensor]:
         pos, quat = self.body_pose(self.box_body)
-        rel_pos, rel_quat = self.relative(root_pos, root_quat, pos, quat)
+        rel_pos, rel_quat = root.to_local(pos, quat)
         return {"object_pos": rel_pos, "object_quat": rel_quat}
 
     def success(self) -> Tensor:

@@ -16,6 +16,7 @@ import mujoco
 import torch
 from torch import Tensor
 
+from robot_io.math3d import Frame
 from robot_io.scene import GREY, WOOD, add_box_geom, add_environment
 from robot_io.tasks.base import PhysicsRanges, Range, StartRanges, Task, TaskConfig
 
@@ -124,10 +125,10 @@ class DoorTask(Task):
         """(B,) door and handle angles [rad]."""
         return self.sim.qpos[:, self.door_qadr], self.sim.qpos[:, self.handle_qadr]
 
-    def observe(self, root_pos: Tensor, root_quat: Tensor) -> dict[str, Tensor]:
+    def observe(self, root: Frame) -> dict[str, Tensor]:
         pos, quat = self.body_pose(self.handle_body)
-        rel_pos, rel_quat = self.relative(root_pos, root_quat, pos, quat)
-        goal, _ = self.relative(root_pos, root_quat, self.goal_pos())
+        rel_pos, rel_quat = root.to_local(pos, quat)
+        goal, _ = root.to_local(self.goal_pos())
         door, handle = self.angles()
         return {"handle_pos": rel_pos, "handle_quat": rel_quat, "goal_pos": goal,
                 "door_angle": door.unsqueeze(-1), "handle_angle": handle.unsqueeze(-1)}

@@ -8,6 +8,7 @@ import mujoco
 import torch
 from torch import Tensor
 
+from robot_io.math3d import Frame
 from robot_io.scene import add_environment, add_free_box, add_table
 from robot_io.tasks.base import PhysicsRanges, Range, StartRanges, Task, TaskConfig
 from robot_io.tasks.box_pickup import (BOX_HALF_M, BOX_RGBA, BoxPickupConfig, place_box_on_table,
@@ -82,10 +83,10 @@ class PickPlaceTask(Task):
         xy = self.sim.qpos[ids, self.box_qadr:self.box_qadr + 2]
         return xy, torch.zeros(len(ids), dtype=torch.float64)
 
-    def observe(self, root_pos: Tensor, root_quat: Tensor) -> dict[str, Tensor]:
+    def observe(self, root: Frame) -> dict[str, Tensor]:
         pos, quat = self.body_pose(self.box_body)
-        rel_pos, rel_quat = self.relative(root_pos, root_quat, pos, quat)
-        target, _ = self.relative(root_pos, root_quat, self.place_spot())
+        rel_pos, rel_quat = root.to_local(pos, quat)
+        target, _ = root.to_local(self.place_spot())
         return {"object_pos": rel_pos, "object_quat": rel_quat, "target_pos": target}
 
     def success(self) -> Tensor:

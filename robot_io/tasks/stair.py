@@ -13,7 +13,7 @@ import mujoco
 import torch
 from torch import Tensor
 
-from robot_io.math3d import quat_from_yaw
+from robot_io.math3d import Frame, quat_from_yaw
 from robot_io.scene import add_box_geom, add_environment, add_free_box, add_table
 from robot_io.tasks.base import PhysicsRanges, Range, StartRanges, Task, TaskConfig
 from robot_io.tasks.box_pickup import box_held_up, randomise_object
@@ -103,14 +103,14 @@ class StairTask(Task):
         xy = self.sim.qpos[ids, self.obj_qadr:self.obj_qadr + 2]
         return xy, torch.zeros(len(ids), dtype=torch.float64)
 
-    def observe(self, root_pos: Tensor, root_quat: Tensor) -> dict[str, Tensor]:
+    def observe(self, root: Frame) -> dict[str, Tensor]:
         pos, quat = self.body_pose(self.obj_body)
-        rel_pos, rel_quat = self.relative(root_pos, root_quat, pos, quat)
-        b = root_pos.shape[0]
+        rel_pos, rel_quat = root.to_local(pos, quat)
+        b = root.pos.shape[0]
         edge = torch.zeros(b, 3, dtype=torch.float64)
         edge[:, 0] = PLATFORM_X_M[0]
         edge[:, 2] = self.platform_height()
-        edge_rel, _ = self.relative(root_pos, root_quat, edge)
+        edge_rel, _ = root.to_local(edge)
         return {"object_pos": rel_pos, "object_quat": rel_quat, "platform_edge_pos": edge_rel}
 
     def success(self) -> Tensor:
