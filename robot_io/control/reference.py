@@ -74,7 +74,8 @@ class ReferenceController:
         self.nominal_feet = pos[0, 2:]  # trunk upright: root frame == heading frame
         self.nominal_foot_rot = rot[0, 2:]
         terrain = None if env.task.flat_terrain else env.task.terrain_height
-        self.gait = Gait(self.nominal_feet, robot.control_dt_s, terrain, self.cfg.gait)
+        self.gait = Gait(env.num_worlds, self.nominal_feet, robot.control_dt_s, terrain,
+                         self.cfg.gait)
         # Index tensors of the chains, computed once: (C, L) into the joint vector.
         self._chain_index = self.chains.joint.clamp(min=0)
         self._flat_index = self._chain_index.reshape(-1)
