@@ -26,6 +26,7 @@ class ChainSet:
         joint: (C, L) index into the robot's joint vector, -1 for padding.
         solve: (C, L) whether the link is a real joint (False for padding).
         site_pos, site_rot: (C, 3), (C, 3, 3) the end site in the last link's frame.
+        flat_index: (C * L,) `joint` flattened, padding mapped to joint 0.
     """
 
     off_pos: Tensor
@@ -37,10 +38,14 @@ class ChainSet:
     solve: Tensor
     site_pos: Tensor
     site_rot: Tensor
+    flat_index: Tensor  # (C * L,) joint indices, padding mapped to joint 0 (its axis is zero)
 
     @property
     def num_chains(self) -> int:
         return int(self.joint.shape[0])
+
+
+_EYE = torch.eye(3, dtype=torch.float64)
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -118,14 +123,8 @@ def build_chains(model: mujoco.MjModel, root: str, sites: list[str], joint_names
     return ChainSet(off_pos=t(off_pos), off_rot=t(off_rot), axis=t(axis), k1=t(k1),
                     k2=t(k1 @ k1), joint=joint_t, solve=joint_t >= 0,
                     site_pos=t(np.stack([p for _, p, _ in chains])),
-                    site_rot=t(np.stack([r for _, _, r in chains])))
-
-
-def chain_angles(chains: ChainSet, q: Tensor) -> Tensor:
-    """(B, nj) joint vector -> (B, C, L) chain angles (0 for fixed links)."""
-    idx = chains.joint.clamp(min=0)
-    angles = q[:, idx.reshape(-1)].reshape(q.shape[0], *idx.shape)
-    return torch.where(chains.joint >= 0, angles, torch.zeros_like(angles))
+                    site_rot=t(np.stack([r for _, _, r in chains])),
+                    flat_index=joint_t.clamp(min=0).reshape(-1))
 
 
 def forward_kinematics(chains: ChainSet, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -139,26 +138,28 @@ def forward_kinematics(chains: ChainSet, q: Tensor) -> tuple[Tensor, Tensor, Ten
         pos (B, C, 3), rot (B, C, 3, 3), jac (B, C, 6, L): rows 0-2 translational, 3-5
         rotational, zero columns for fixed or frozen links.
     """
-    theta = chain_angles(chains, q)
+    # Padding links have a zero axis: their rotation is the identity whatever the angle, and
+    # their Jacobian column is zero, so no masking is needed below.
+    theta = q[:, chains.flat_index].reshape(q.shape[0], *chains.joint.shape)
     s, c = torch.sin(theta)[..., None, None], torch.cos(theta)[..., None, None]
-    eye = torch.eye(3, dtype=q.dtype)
-    # Each link's local rotation (fixed offset, then its hinge), all links in one batched op.
-    local = chains.off_rot @ (eye + s * chains.k1 + (1 - c) * chains.k2)  # (B, C, L, 3, 3)
-    b, n_links = q.shape[0], chains.joint.shape[1]
-    rots = [eye.expand(b, chains.num_chains, 3, 3)]
-    for link in range(n_links):
-        rots.append(rots[-1] @ local[:, :, link])
-    parents = torch.stack(rots[:-1], 2)  # (B, C, L, 3, 3): frame each link is attached in
-    frames = torch.stack(rots[1:], 2)  # the link frames themselves
+    # Each link's local rotation (fixed offset, then its hinge), all links in one batched op,
+    # laid out link-major so that each link's slice is contiguous.
+    local = (chains.off_rot @ (_EYE + s * chains.k1 + (1 - c) * chains.k2)).permute(2, 0, 1, 3, 4)
+    local = local.contiguous()  # (L, B, C, 3, 3)
+    rots = [local[0]]
+    for link in range(1, local.shape[0]):
+        rots.append(rots[-1] @ local[link])
+    frames = torch.stack(rots, 2)  # (B, C, L, 3, 3): the link frames
+    parents = torch.cat([_EYE.expand(q.shape[0], chains.num_chains, 1, 3, 3), frames[:, :, :-1]],
+                        2)  # the frame each link is attached in
     anchor = torch.cumsum((parents @ chains.off_pos[..., None]).squeeze(-1), dim=2)
     # A hinge leaves its own axis unchanged, so the axis in the root frame is frame @ axis.
     axis = (frames @ chains.axis[..., None]).squeeze(-1)
     rot = rots[-1]
     ee_pos = anchor[:, :, -1] + (rot @ chains.site_pos[..., None]).squeeze(-1)
     ee_rot = rot @ chains.site_rot
-    jp = torch.cross(axis, ee_pos.unsqueeze(2) - anchor, dim=-1)
+    jp = torch.linalg.cross(axis, ee_pos.unsqueeze(2) - anchor)
     jac = torch.cat([jp, axis], dim=-1).transpose(-1, -2)  # (B, C, 6, L)
-    jac = jac * chains.solve.to(q.dtype)[:, None, :]
     return ee_pos, ee_rot, jac
 
 

@@ -106,6 +106,15 @@ class ReferenceController:
 
     def step(self, cmd: Command, obs: Observation) -> JointTargets:
         """Joint targets and a harness pose for this tick."""
+        # Inference mode trims torch's per-operation overhead on this hot path; the state is
+        # updated in place and the returned tensors are cloned out as ordinary tensors.
+        with torch.inference_mode():
+            joint, harness_pos, harness_quat = self._step(cmd, obs)
+        return JointTargets(joint_pos=joint.clone(), gripper=cmd.gripper,
+                            harness=HarnessTarget(pos=harness_pos.clone(),
+                                                  quat=harness_quat.clone()))
+
+    def _step(self, cmd: Command, obs: Observation) -> tuple[Tensor, Tensor, Tensor]:
         gait, cfg = self.gait, self.cfg
         gait.step(cmd.base_vel, obs.root_pos)
         targets_pos, targets_rot = self._chain_targets(cmd, obs)
@@ -121,7 +130,7 @@ class ReferenceController:
             dq = dq * torch.clamp(cfg.max_ik_step_rad / peak.clamp_min(1e-12), max=1.0)
             q = q.index_add(1, self._flat_index, (dq * self._solve_mask).reshape(q.shape[0], -1))
             q = torch.minimum(torch.maximum(q, self.lower), self.upper)
-        self.q_ik = q
+        self.q_ik.copy_(q)
         # Arms: gravity feed-forward, integral action and damping against the PD droop.
         arms = ARM_JOINTS
         bias_torque = self.env.sim.qfrc_bias[:, self.env.joint_dadr[arms]]
@@ -130,8 +139,7 @@ class ReferenceController:
         joint_targets = q.clone()
         joint_targets[:, arms] += self.offset[:, arms] + (
             bias_torque - cfg.arm_damping * obs.joint_vel[:, arms]) / self.kp[arms]
-        harness = HarnessTarget(pos=gait.pos.clone(), quat=quat_from_yaw(gait.yaw))
-        return JointTargets(joint_pos=joint_targets, gripper=cmd.gripper, harness=harness)
+        return joint_targets, gait.pos, quat_from_yaw(gait.yaw)
 
     def _chain_targets(self, cmd: Command, obs: Observation) -> tuple[Tensor, Tensor]:
         """Targets (B, 4, 3) and (B, 4, 3, 3) of the hand and foot sites in the root frame."""
