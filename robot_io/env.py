@@ -157,10 +157,7 @@ class BatchedEnv:
         quat = data[:, self._s_site_quat].reshape(self.num_worlds, 4, 4)
         root = Frame(root_pos, root_quat)
         pos, quat = root.to_local(pos, quat)
-        w, x, y, z = root_quat.unbind(-1)
-        # World -z in the root frame: minus the third row of the root's rotation matrix.
-        gravity = -torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x),
-                                1 - 2 * (x * x + y * y)], -1)
+        gravity = -root.rot[:, 2, :]  # world -z in the root frame: -(R^T e_z), R's third row
         return Observation(
             time_s=sim.time.clone(),
             joint_pos=qpos[:, self.joint_qadr],

@@ -17,11 +17,8 @@ def quat_mul(a: Tensor, b: Tensor) -> Tensor:
 
 
 _EYE3 = torch.eye(3, dtype=torch.float64)
-# _LEVI[i, j, k] = -epsilon_ijk, so that (a[..., None, None, :] * _LEVI).sum(-1) is the cross-product
-# matrix [a]x with [a]x b = a x b.
-_LEVI = torch.zeros(3, 3, 3, dtype=torch.float64)
-for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
-    _LEVI[_i, _j, _k], _LEVI[_i, _k, _j] = -1.0, 1.0
+# Entries of the cross-product matrix [a]x picked from [0, a0, a1, a2, -a0, -a1, -a2].
+_SKEW_INDEX = torch.tensor([0, 6, 2, 3, 0, 4, 5, 1, 0])
 
 
 def quat_conj(q: Tensor) -> Tensor:
@@ -45,9 +42,10 @@ def quat_to_mat(q: Tensor) -> Tensor:
     """(..., 4) -> (..., 3, 3) rotation matrices (columns are the rotated axes)."""
     # R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]x, in few tensor ops (this is on hot paths).
     w, v = q[..., :1], q[..., 1:]
-    outer = 2.0 * v.unsqueeze(-1) * v.unsqueeze(-2)
     wv = 2.0 * w * v
-    skew = (wv[..., None, None, :] * _LEVI).sum(-1)  # [2 w v]x
+    padded = torch.cat([torch.zeros_like(w), wv, -wv], -1)  # [0, a, b, c, -a, -b, -c]
+    skew = padded[..., _SKEW_INDEX].reshape(*q.shape[:-1], 3, 3)  # [2 w v]x
+    outer = 2.0 * v.unsqueeze(-1) * v.unsqueeze(-2)
     diag = (w * w - (v * v).sum(-1, keepdim=True)).unsqueeze(-1) * _EYE3
     return outer + skew + diag
 

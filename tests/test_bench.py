@@ -28,17 +28,22 @@ def test_bare_replay_reproduces_the_env_bit_for_bit() -> None:
     assert np.array_equal(replay.bare.state, env.sim.batch.state)
 
 
-def test_timed_rate_counts_units_per_second_after_the_warm_up(
+def test_interleaved_rates_count_units_per_second_after_the_warm_up(
         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
-    units: list[int] = []
 
-    def tick() -> int:  # each call takes 0.1 s; warm-up calls report 1000 units, not counted
-        started = clock[0]
-        clock[0] += 0.1
-        units.append(1000 if started < 100.25 else 3)
-        return units[-1]
+    def make(cost_s: float, units: int, warm_calls: int):
+        calls = [0]
 
-    assert bench.timed_rate(tick, seconds=1.0, warmup_s=0.25) == pytest.approx(30.0)
-    assert units.count(1000) == 3 and units.count(3) >= 10
+        def tick() -> int:  # warm-up calls report 1000 units, which must not be counted
+            calls[0] += 1
+            clock[0] += cost_s
+            return 1000 if calls[0] <= warm_calls else units
+        return tick
+
+    # Warm-up 0.5 s: 5 calls of 0.1 s for "a", 10 calls of 0.05 s for "b".
+    ticks = {"a": make(0.1, 3, warm_calls=5), "b": make(0.05, 1, warm_calls=10)}
+    rates = bench.interleaved_rates(ticks, seconds=2.0, rounds=4, warmup_s=0.5)
+    assert rates["a"] == pytest.approx(30.0)
+    assert rates["b"] == pytest.approx(20.0)

@@ -5,7 +5,8 @@ All runs happen in one process on the same compiled scene, worlds and threads, s
 the physics (controller, command gate, observation, task outcome, resets), whatever the machine.
 Run it with `refine-dp bench sim --task NAME --worlds N`.
 
-Three measurements, each `seconds` long after a 0.5 s warm-up:
+Three measurements, each `seconds` long in total after a 0.5 s warm-up, taken in alternating
+slices (`interleaved_rates`) so that the machine's drifts cancel in the ratio:
 - env: `BatchedEnv` + `ReferenceController` + `CommandGate` + observe + outcome, with a constant
   command (hands held where they are, 0.2 m/s forward, grippers open); worlds that are done are
   reset.
@@ -46,6 +47,7 @@ from robot_io.tasks import default_config
 from robot_io.types import Command, CommandLimits, Observation
 
 WARMUP_S = 0.5
+BENCH_ROUNDS = 10
 BENCH_EPISODE_S = 1.5  # 0.3 m of walking: every task starts the robot farther than that away
 BENCH_TORCH_THREADS = 1
 # The same stage as the env backend (robot_io.sim.mujoco_batch): positions, velocities and
@@ -55,21 +57,28 @@ _STAGE = mujoco.mjtStage.mjSTAGE_VEL.value
 INPUT_FIELDS = ("ctrl", "mocap_pos", "mocap_quat", "eq_active")
 
 
-def timed_rate(tick: Callable[[], int], seconds: float, warmup_s: float = WARMUP_S) -> float:
-    """Units per second of `tick()` (which returns how many units it did), after a warm-up.
+def interleaved_rates(ticks: dict[str, Callable[[], int]], seconds: float,
+                      rounds: int = BENCH_ROUNDS, warmup_s: float = WARMUP_S) -> dict[str, float]:
+    """Units per second of each `tick()` (which returns how many units it did).
 
-    Runs `tick` for `warmup_s` untimed, then for at least `seconds`, and divides the units done
-    by the elapsed `time.perf_counter()` time.
+    Each tick function is warmed up for `warmup_s`, then all are timed in `rounds` alternating
+    slices of `seconds / rounds` each, so that slow drifts of the machine (other tenants,
+    frequency changes) affect every measurement alike and cancel in their ratios.
     """
-    end = time.perf_counter() + warmup_s
-    while time.perf_counter() < end:
-        tick()
-    units = 0
-    start = time.perf_counter()
-    end = start + seconds
-    while (now := time.perf_counter()) < end:
-        units += tick()
-    return units / (now - start)
+    for tick in ticks.values():
+        end = time.perf_counter() + warmup_s
+        while time.perf_counter() < end:
+            tick()
+    units = dict.fromkeys(ticks, 0)
+    elapsed = dict.fromkeys(ticks, 0.0)
+    for _ in range(rounds):
+        for name, tick in ticks.items():
+            start = time.perf_counter()
+            end = start + seconds / rounds
+            while (now := time.perf_counter()) < end:
+                units[name] += tick()
+            elapsed[name] += now - start
+    return {name: units[name] / elapsed[name] for name in ticks}
 
 
 def constant_command(obs: Observation, base_vx_mps: float = 0.2) -> Command:
@@ -205,20 +214,20 @@ def bench_sim(task: str, worlds: int, threads: int = 0, seconds: float = 5.0,
         config = dataclasses.replace(default_config(task), time_limit_s=BENCH_EPISODE_S)
         env = BatchedEnv(task, worlds, threads, seed, task_config=config)
         loop = EnvLoop(env)
-        env_rate = timed_rate(loop.tick, seconds)
         start, inputs = record_episode(loop)
+        substeps = env.robot.substeps
+        held = bare_copy(env, threads)
+
+        def held_tick() -> int:
+            held.step(nstep=substeps, stage=_STAGE)
+            return worlds * substeps
+
+        replay = Replay(bare_copy(env, threads), start, inputs, substeps)
+        rates = interleaved_rates({"env": loop.tick, "bare": replay.tick, "held": held_tick},
+                                  seconds)
     finally:
         torch.set_num_threads(previous_threads)
-    substeps = env.robot.substeps
-    held = bare_copy(env, threads)
-
-    def held_tick() -> int:
-        held.step(nstep=substeps, stage=_STAGE)
-        return worlds * substeps
-
-    held_rate = timed_rate(held_tick, seconds)
-    replay = Replay(bare_copy(env, threads), start, inputs, substeps)
-    bare_rate = timed_rate(replay.tick, seconds)
+    env_rate, bare_rate, held_rate = rates["env"], rates["bare"], rates["held"]
     warnings = (loop.warnings_of_reset_worlds + warning_count(env.sim.batch)
                 + warning_count(held) + warning_count(replay.bare))
     return {
