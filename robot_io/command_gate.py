@@ -32,8 +32,8 @@ class CommandGate:
     def __call__(self, cmd: Command) -> Command:
         """The command that will be applied (raises `SafetyLimitError` on NaN / inf)."""
         check_shapes(cmd, self.num_worlds)
-        cmd = Command(*(t.to(torch.float64) for t in (cmd.base_vel, cmd.hand_pos, cmd.hand_quat,
-                                                       cmd.gripper)))
+        if any(getattr(cmd, n).dtype != torch.float64 for n in Command.field_names()):
+            cmd = Command(*(getattr(cmd, n).to(torch.float64) for n in Command.field_names()))
         prev = None
         if self._prev_hand is not None:
             prev = torch.where(self._fresh[:, None, None], cmd.hand_pos, self._prev_hand)

@@ -11,6 +11,7 @@ Conventions (see README "Frames and units"):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -111,6 +112,16 @@ def check_shapes(cmd: Command, num_worlds: int) -> None:
             raise ValueError(f"command field '{name}' has shape {got}, expected {shape}")
 
 
+@functools.lru_cache(maxsize=16)
+def _limit_tensors(limits: CommandLimits) -> tuple[Tensor, Tensor, Tensor]:
+    """Velocity bounds and the hand box as float64 tensors, made once per limits."""
+    f64 = torch.float64
+    return (torch.tensor([limits.max_vx_mps, limits.max_vy_mps, limits.max_yaw_rate_rps],
+                         dtype=f64),
+            torch.tensor(limits.hand_box_min_m, dtype=f64),
+            torch.tensor(limits.hand_box_max_m, dtype=f64))
+
+
 def clamp_command(cmd: Command, limits: CommandLimits, prev_hand_pos: Tensor | None,
                   dt_s: float) -> Command:
     """Validate and clamp a command; returns the command that will be applied.
@@ -126,11 +137,8 @@ def clamp_command(cmd: Command, limits: CommandLimits, prev_hand_pos: Tensor | N
         SafetyLimitError: a field holds NaN or inf, or a hand quaternion has zero norm.
     """
     check_finite(cmd)
-    vel_max = torch.tensor([limits.max_vx_mps, limits.max_vy_mps, limits.max_yaw_rate_rps],
-                           dtype=cmd.base_vel.dtype)
+    vel_max, lo, hi = _limit_tensors(limits)
     base_vel = torch.maximum(torch.minimum(cmd.base_vel, vel_max), -vel_max)
-    lo = torch.tensor(limits.hand_box_min_m, dtype=cmd.hand_pos.dtype)
-    hi = torch.tensor(limits.hand_box_max_m, dtype=cmd.hand_pos.dtype)
     hand_pos = torch.maximum(torch.minimum(cmd.hand_pos, hi), lo)
     if prev_hand_pos is not None:
         step = hand_pos - prev_hand_pos

@@ -9,8 +9,11 @@ from mujoco.batch import Batch
 from torch import Tensor
 
 _STAGE = mujoco.mjtStage.mjSTAGE_VEL.value  # positions, velocities and sensors current
-_UNSTABLE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
-                              mujoco.mjtWarning.mjWARN_BADQACC)]
+# Warnings of an unstable state (bad qpos, qvel, qacc): consecutive in mjtWarning.
+_UNSTABLE_FIRST = int(mujoco.mjtWarning.mjWARN_BADQPOS)
+_UNSTABLE_LAST = int(mujoco.mjtWarning.mjWARN_BADQACC)
+if _UNSTABLE_LAST - _UNSTABLE_FIRST != 2:
+    raise RuntimeError("this mujoco's mjtWarning order differs from the one refine-dp expects")
 
 
 def _ids(ids: Tensor | None) -> np.ndarray | None:
@@ -75,5 +78,5 @@ class MujocoBatchBackend:
     def instability_count(self) -> Tensor:
         """(N,) how many times MuJoCo found each world's state unstable (bad qpos, qvel or qacc)
         and reset it; the counters only grow."""
-        counts = self.batch.warning[:, _UNSTABLE, 0].sum(axis=1)
+        counts = self.batch.warning[:, _UNSTABLE_FIRST:_UNSTABLE_LAST + 1, 0].sum(axis=1)
         return torch.from_numpy(counts.astype(np.int64))
