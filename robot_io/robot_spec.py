@@ -72,7 +72,7 @@ class RobotSpec:
     kd: tuple[float, ...]
     torque_limit: tuple[float, ...]
     gripper: GripperSpec = field(default_factory=GripperSpec)
-    physics_dt_s: float = 0.005
+    physics_dt_s: float = 0.0025
     control_dt_s: float = 0.02
     planner_dt_s: float = 0.1
     model_source: str = ""

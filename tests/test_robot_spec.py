@@ -48,4 +48,4 @@ def test_model_actuators_follow_spec() -> None:
         assert act.forcerange[1] == pytest.approx(spec.torque_limit[i])
     assert model.actuator("right_gripper").ctrlrange[1] == pytest.approx(spec.gripper.travel_m)
     assert model.opt.timestep == pytest.approx(spec.physics_dt_s)
-    assert spec.substeps == 4
+    assert spec.substeps == round(spec.control_dt_s / spec.physics_dt_s)
