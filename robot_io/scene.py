@@ -11,11 +11,14 @@ GREY = (0.6, 0.6, 0.62, 1.0)
 
 
 def add_environment(spec: mujoco.MjSpec) -> None:
-    """Floor, sky, lights and a tracking camera."""
+    """Floor, sky and light (the renderer's tracking camera needs no model camera)."""
     spec.visual.headlight.ambient = (0.35, 0.35, 0.35)
     spec.visual.headlight.diffuse = (0.5, 0.5, 0.5)
     spec.visual.global_.offwidth = 1280
     spec.visual.global_.offheight = 960
+    spec.add_texture(name="sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX,
+                     builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT, width=256, height=256,
+                     rgb1=(0.55, 0.65, 0.8), rgb2=(0.1, 0.12, 0.16))
     tex = spec.add_texture(name="grid", type=mujoco.mjtTexture.mjTEXTURE_2D,
                            builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER, width=300, height=300,
                            rgb1=(0.32, 0.36, 0.42), rgb2=(0.26, 0.3, 0.36))

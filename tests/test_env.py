@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from robot_io.env import BatchedEnv
-from robot_io.types import JointTargets
+from robot_io.types import HarnessTarget, JointTargets
 
 
 def test_state_tensors_share_memory_with_mujoco_batch() -> None:
@@ -40,3 +40,24 @@ def test_unstable_world_is_reported_and_others_are_not() -> None:
     env.reset(torch.tensor([1]))
     assert not env.outcome().unstable.any()
     assert np.isfinite(env.sim.qvel.numpy()).all()
+
+
+def test_door_latch_holds_until_the_handle_is_turned() -> None:
+    from robot_io.tasks.door import LATCH_ANGLE_RAD
+    env = BatchedEnv("door", num_worlds=2, threads=1)
+    task = env.task
+    applied = torch.from_numpy(env.sim.batch.bind("qfrc_applied"))
+    door_dof = task.door_dof
+    handle_dof = int(env.model.joint("handle_hinge").dofadr[0])
+    obs = env.observe()
+    harness = HarnessTarget(obs.root_pos.clone(), obs.root_quat.clone())  # robot stays put
+    targets = JointTargets(env.default_pose.expand(2, -1).clone(),
+                           torch.zeros(2, 2, dtype=torch.float64), harness)
+    for _ in range(50):  # 1 s: push the door open in both worlds, turn the handle in world 1
+        applied[:, door_dof] = 15.0
+        applied[1, handle_dof] = 2.0  # beats the return spring: the handle turns to its stop
+        env.apply(targets)
+    door, handle = task.angles()
+    assert float(handle[1]) > LATCH_ANGLE_RAD
+    assert float(door[0]) < 0.05, "a latched door swung open"
+    assert float(door[1]) > 0.3, "an unlatched door did not swing"
