@@ -153,5 +153,6 @@ class ScriptedSource:
 def make_scripted_source(task: str) -> ScriptedSource:
     """The scripted source of a task; raises ValueError listing the scripted tasks."""
     if task not in SCRIPTS:
-        raise ValueError(f"no script for task {task!r}; scripted tasks: {', '.join(sorted(SCRIPTS))}")
+        raise ValueError(f"no script for task {task!r}; scripted tasks: "
+                         f"{', '.join(sorted(SCRIPTS))}")
     return ScriptedSource(SCRIPTS[task]())

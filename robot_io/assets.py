@@ -95,8 +95,9 @@ def t1_model_dir(downloader: Downloader = pip_download) -> Path:
     if override:
         path = Path(override).expanduser()
         if not (path / MJCF_NAME).is_file() or not (path / "meshes").is_dir():
-            raise AssetError(f"{ENV_T1_DIR}={path} does not hold {MJCF_NAME} and meshes/. Fix: point "
-                             f"it at a copy of holosoma/data/robots/t1 or unset it to use the cache.")
+            raise AssetError(f"{ENV_T1_DIR}={path} does not hold {MJCF_NAME} and meshes/. Fix: "
+                             f"point it at a copy of holosoma/data/robots/t1 or unset it to use "
+                             f"the cache.")
         return path
     target = cache_root() / f"t1-{WHEEL_NAME}-{WHEEL_VERSION}"
     if target.exists():

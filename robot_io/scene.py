@@ -30,7 +30,8 @@ def add_environment(spec: mujoco.MjSpec) -> None:
     spec.worldbody.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=(0, 0, 0.05),
                             material="grid", contype=WORLD_CONTYPE,
                             conaffinity=WORLD_CONAFFINITY, friction=(1.0, 0.01, 0.001))
-    spec.worldbody.add_light(name="sun", pos=(0, 0, 5), dir=(0.3, 0.2, -1), type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+    spec.worldbody.add_light(name="sun", pos=(0, 0, 5), dir=(0.3, 0.2, -1),
+                             type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
                              diffuse=(0.6, 0.6, 0.6), castshadow=False)
 
 

@@ -201,5 +201,15 @@ class Task:
         """(B, 3), (B, 4) world pose of a body."""
         return self.sim.xpos[:, body_id], self.sim.xquat[:, body_id]
 
+    def object_anchor(self, qadr: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """`anchor()` for a task whose robot walks to a free object (qpos address `qadr`): its
+        xy, approached from the world's -x side."""
+        return self.sim.qpos[ids, qadr:qadr + 2], torch.zeros(len(ids), dtype=torch.float64)
+
+    def object_observation(self, body: int, root: Frame) -> dict[str, Tensor]:
+        """{"object_pos", "object_quat"}: a body's pose in the root frame."""
+        pos, quat = root.to_local(*self.body_pose(body))
+        return {"object_pos": pos, "object_quat": quat}
+
     def free_joint_qadr(self, name: str) -> int:
         return int(self.model.joint(name).qposadr[0])

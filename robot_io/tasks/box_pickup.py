@@ -76,13 +76,10 @@ class BoxPickupTask(Task):
         return params
 
     def anchor(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        xy = self.sim.qpos[ids, self.box_qadr:self.box_qadr + 2]
-        return xy, torch.zeros(len(ids), dtype=torch.float64)
+        return self.object_anchor(self.box_qadr, ids)
 
     def observe(self, root: Frame) -> dict[str, Tensor]:
-        pos, quat = self.body_pose(self.box_body)
-        rel_pos, rel_quat = root.to_local(pos, quat)
-        return {"object_pos": rel_pos, "object_quat": rel_quat}
+        return self.object_observation(self.box_body, root)
 
     def success(self) -> Tensor:
         return box_held_up(self, self.box_body, self.box_start_z, self.config.lift_height_m)

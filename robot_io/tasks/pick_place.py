@@ -10,7 +10,7 @@ from torch import Tensor
 
 from robot_io.math3d import Frame
 from robot_io.scene import add_environment, add_free_box, add_table
-from robot_io.tasks.base import PhysicsRanges, Range, StartRanges, Task, TaskConfig
+from robot_io.tasks.base import PhysicsRanges, Range, StartRanges, Task
 from robot_io.tasks.box_pickup import (BOX_HALF_M, BOX_RGBA, BoxPickupConfig, place_box_on_table,
                                        randomise_object)
 
@@ -80,14 +80,11 @@ class PickPlaceTask(Task):
         return params
 
     def anchor(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        xy = self.sim.qpos[ids, self.box_qadr:self.box_qadr + 2]
-        return xy, torch.zeros(len(ids), dtype=torch.float64)
+        return self.object_anchor(self.box_qadr, ids)
 
     def observe(self, root: Frame) -> dict[str, Tensor]:
-        pos, quat = self.body_pose(self.box_body)
-        rel_pos, rel_quat = root.to_local(pos, quat)
         target, _ = root.to_local(self.place_spot())
-        return {"object_pos": rel_pos, "object_quat": rel_quat, "target_pos": target}
+        return {**self.object_observation(self.box_body, root), "target_pos": target}
 
     def success(self) -> Tensor:
         """The box rests upright on table B near the spot, and no hand holds it."""

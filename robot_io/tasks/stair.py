@@ -100,18 +100,15 @@ class StairTask(Task):
         return params
 
     def anchor(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        xy = self.sim.qpos[ids, self.obj_qadr:self.obj_qadr + 2]
-        return xy, torch.zeros(len(ids), dtype=torch.float64)
+        return self.object_anchor(self.obj_qadr, ids)
 
     def observe(self, root: Frame) -> dict[str, Tensor]:
-        pos, quat = self.body_pose(self.obj_body)
-        rel_pos, rel_quat = root.to_local(pos, quat)
         b = root.pos.shape[0]
         edge = torch.zeros(b, 3, dtype=torch.float64)
         edge[:, 0] = PLATFORM_X_M[0]
         edge[:, 2] = self.platform_height()
         edge_rel, _ = root.to_local(edge)
-        return {"object_pos": rel_pos, "object_quat": rel_quat, "platform_edge_pos": edge_rel}
+        return {**self.object_observation(self.obj_body, root), "platform_edge_pos": edge_rel}
 
     def success(self) -> Tensor:
         """The object is lifted off the pedestal and held, the robot standing on the platform."""
