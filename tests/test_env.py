@@ -61,3 +61,17 @@ def test_door_latch_holds_until_the_handle_is_turned() -> None:
     assert float(handle[1]) > LATCH_ANGLE_RAD
     assert float(door[0]) < 0.05, "a latched door swung open"
     assert float(door[1]) > 0.3, "an unlatched door did not swing"
+
+
+def test_dp_observation_vector_matches_its_spec() -> None:
+    from robot_io.dp_observation import dp_observation, dp_observation_spec
+    env = BatchedEnv("pick_place", num_worlds=2, threads=1)
+    obs = env.observe()
+    spec = dp_observation_spec(obs)
+    vec = dp_observation(obs)
+    assert [name for name, _ in spec][:5] == ["hand_pos", "hand_quat", "foot_pos", "foot_quat",
+                                              "gripper_pos"]
+    assert dict(spec)["task.target_pos"] == 3
+    assert vec.shape == (2, sum(width for _, width in spec)) == (2, 6 + 8 + 6 + 8 + 2 + 3 + 4 + 3)
+    start = sum(width for name, width in spec[:spec.index(("task.object_pos", 3))])
+    assert torch.equal(vec[:, start:start + 3], obs.task["object_pos"])
