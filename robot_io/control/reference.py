@@ -24,13 +24,12 @@ from robot_io.control.kinematics import (build_chains, dls_step, forward_kinemat
                                          orientation_error)
 from robot_io.env import BatchedEnv
 from robot_io.math3d import mat_to_quat, quat_from_yaw, quat_mul, quat_rotate, quat_to_mat, yaw_of
-from robot_io.robot_spec import LEFT_ARM, LEFT_LEG, RIGHT_ARM, RIGHT_LEG
+from robot_io.robot_spec import LEFT_ARM, RIGHT_ARM
 from robot_io.t1_model import ROOT_BODY
 from robot_io.types import Command, HarnessTarget, JointTargets, Observation
 
 CHAIN_SITES = ["left_hand", "right_hand", "left_foot", "right_foot"]
 ARM_JOINTS = torch.tensor(LEFT_ARM + RIGHT_ARM)
-LEG_JOINTS = torch.tensor(LEFT_LEG + RIGHT_LEG)
 
 
 @dataclass(frozen=True)
