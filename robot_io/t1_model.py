@@ -94,7 +94,7 @@ def build_robot(robot: RobotSpec) -> mujoco.MjSpec:
     # The official model has no collision geometry on the pelvis, so the body could slide over
     # a table top that passes between the trunk box and the thighs: add a pelvis box.
     spec.body("Waist").add_geom(name="pelvis", type=mujoco.mjtGeom.mjGEOM_BOX,
-                                size=(0.07, 0.13, 0.07), pos=(0.0, 0.0, 0.0),
+                                size=(0.07, 0.13, 0.09), pos=(0.0, 0.0, 0.02),
                                 rgba=(0.4, 0.4, 0.4, 0.0), contype=ROBOT_CONTYPE,
                                 conaffinity=ROBOT_CONAFFINITY, group=3, mass=0.0, density=0.0)
     _replace_actuators(spec, robot)
