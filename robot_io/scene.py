@@ -61,7 +61,9 @@ def add_free_box(spec: mujoco.MjSpec, name: str, half: tuple[float, float, float
                  mass_kg: float, rgba: tuple[float, ...]) -> mujoco.MjsBody:
     """A free-floating box object with a site at its centre."""
     body = spec.worldbody.add_body(name=name, pos=(0, 0, half[2]))
-    body.add_freejoint(name=name)
+    joint = body.add_freejoint(name=name)
+    # The T1 file's default class gives every joint armature and damping; a free object has none.
+    joint.armature, joint.damping = 0.0, (0.0, 0.0, 0.0)
     add_box_geom(body, name, half, rgba=rgba, mass=mass_kg, friction=(1.0, 0.02, 0.001),
                  condim=4, solref=(0.01, 1.0), solimp=(0.95, 0.99, 0.001, 0.5, 2))
     body.add_site(name=name, size=(0.01, 0, 0), group=4)
