@@ -23,10 +23,7 @@ from robot_io.t1_model import (HARNESS_BODY, HARNESS_EQ, ROOT_BODY, build_robot,
                                default_robot_spec)
 from robot_io.tasks import make_task
 from robot_io.tasks.base import Task, TaskConfig
-from robot_io.types import JointTargets, Observation
-
-SIDES = ("left", "right")
-
+from robot_io.types import SIDES, JointTargets, Observation
 
 @dataclass(frozen=True)
 class StepOutcome:

@@ -105,11 +105,6 @@ class Gait:
         self._next_leg[ids] = 0
         self._phase[ids] = 0.0
 
-    @property
-    def swing_leg(self) -> Tensor:
-        """(B,) the swinging leg (0 left, 1 right) or -1."""
-        return torch.from_numpy(self._swing_leg)
-
     def step(self, base_vel: Tensor, root_pos: Tensor) -> None:
         """Advance by one tick under base velocity commands (B, 3) in the heading frame."""
         cfg, dt = self.cfg, self.dt

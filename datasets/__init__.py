@@ -1,0 +1,1 @@
+"""HDF5 datasets: schema, episode recorder, reader, curation and export tools."""

@@ -1,0 +1,1 @@
+"""Learning: diffusion policies, pre-training, PPO/DPPO, controller training, evaluation, export."""
