@@ -128,12 +128,14 @@ class BatchedEnv:
         sim.ctrl[ids, :self.robot.num_joints] = self.default_pose
         sim.ctrl[ids, self.robot.num_joints:] = 0.0
         params = self.task.reset(ids, self.gen)
+        sim.update_constants(ids)
         # The harness starts where the trunk is, switched off until a controller asks for it.
         sim.mocap_pos[ids, self.harness_mocap] = sim.qpos[ids, self.root_qadr:self.root_qadr + 3]
         sim.mocap_quat[ids, self.harness_mocap] = sim.qpos[ids,
                                                            self.root_qadr + 3:self.root_qadr + 7]
         sim.eq_active[ids, self.harness_eq] = 0.0
         sim.forward(ids)
+        self.task.capture_initial(ids)
         self.episode_steps[ids] = 0
         self._instability_at_reset[ids] = sim.instability_count()[ids]
         for key, value in params.items():
@@ -212,3 +214,36 @@ class BatchedEnv:
     def state(self) -> np.ndarray:
         """(N, nstate) full integration state (for exact replay)."""
         return self.sim.full_state().copy()
+
+    def world_model_fields(self, ids: Tensor) -> dict[str, np.ndarray]:
+        """Per-world model field values of worlds `ids`: {name: (n, ...)} (for exact replay)."""
+        idx = ids.cpu().numpy()
+        return {name: self.sim.model_field(name).numpy()[idx].copy()
+                for name in sorted(self.sim.per_world_fields)}
+
+    def restore(self, ids: Tensor, state: np.ndarray,
+                model_fields: dict[str, np.ndarray]) -> Observation:
+        """Put worlds `ids` into a recorded initial state (as from `state()` and
+        `world_model_fields()`), starting a new episode there.
+
+        Raises:
+            ValueError: the state's width or a field's shape does not fit this env's model.
+        """
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        full = self.sim.full_state()
+        if state.shape != (len(ids), full.shape[1]):
+            raise ValueError(f"recorded state has shape {state.shape}, this model needs "
+                             f"({len(ids)}, {full.shape[1]}): the scene or robot differ")
+        for name, values in model_fields.items():
+            field = self.sim.model_field(name)
+            if tuple(values.shape[1:]) != tuple(field.shape[1:]):
+                raise ValueError(f"recorded model field {name} has shape {values.shape[1:]}, "
+                                 f"this model has {tuple(field.shape[1:])}")
+            field[ids] = torch.from_numpy(np.ascontiguousarray(values))
+        full[ids.numpy()] = state
+        self.sim.update_constants(ids)
+        self.sim.forward(ids)
+        self.task.capture_initial(ids)
+        self.episode_steps[ids] = 0
+        self._instability_at_reset[ids] = self.sim.instability_count()[ids]
+        return self.observe()

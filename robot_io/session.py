@@ -1,16 +1,26 @@
-"""The session loop shared by the CLI, the app, evaluation and fine-tuning.
+"""The session loop shared by the CLI collector, the app, evaluation and fine-tuning.
+
+One control tick, for every world at once:
 
     obs  = world.observe()
-    cmd  = gate(source.next_command(obs))   # validated and clamped
+    cmd  = gate(source.next_command(obs))   # validated and clamped: what is applied
     tgt  = controller.step(cmd, obs)
-    sent = world.apply(tgt)
+    sent = world.apply(tgt)                 # what was actually applied
+    observers see (obs, cmd, sent)
+
+Worlds run episodes independently: a world whose episode ends (success, time-out or an
+unstable simulation) is reset at once while the others go on. Observers (a dataset recorder,
+a progress display, a metrics logger) plug in through the small `StepObserver` protocol, so this
+module never depends on them. A single robot is a batch of one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,6 +30,170 @@ from robot_io.protocols import CommandSource, Controller
 from robot_io.types import Command, CommandLimits, JointTargets, Observation
 
 StepCallback = Callable[[int, Observation, Command, JointTargets], None]
+
+
+@dataclass(frozen=True)
+class EpisodeStart:
+    """Worlds that begin an episode, right after their reset.
+
+    Attributes:
+        world_ids, episode_ids: (n,) the worlds and the session's running episode numbers.
+        obs: the whole batch's observation after the reset.
+        params: (n,) randomisation values of those worlds, by name.
+        sim_state: (n, nstate) their full integration state (for exact replay).
+        model_fields: their per-world model fields, by name, (n, ...).
+    """
+
+    world_ids: Tensor
+    episode_ids: Tensor
+    obs: Observation
+    params: dict[str, Tensor]
+    sim_state: np.ndarray
+    model_fields: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One tick of every world: the observation the command was computed from, the applied
+    command, the applied joint targets, and the integration state before the tick (B, ...)."""
+
+    obs: Observation
+    command: Command
+    sent: JointTargets
+    sim_state: np.ndarray
+
+
+@dataclass(frozen=True)
+class EpisodeEnd:
+    """Worlds whose episode ended at this tick: (n,) tensors."""
+
+    world_ids: Tensor
+    episode_ids: Tensor
+    success: Tensor
+    timeout: Tensor
+    unstable: Tensor
+    steps: Tensor  # control steps the episode lasted
+
+
+class StepObserver(Protocol):
+    """Sees every episode start, every tick and every episode end of a session."""
+
+    def episode_started(self, start: EpisodeStart) -> None: ...
+
+    def step(self, record: StepRecord) -> None: ...
+
+    def episode_ended(self, end: EpisodeEnd) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """What a session did: one entry per finished episode, in the order they ended."""
+
+    episode_ids: Tensor
+    success: Tensor
+    steps: Tensor
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.success.to(torch.float64).mean()) if len(self.success) else 0.0
+
+
+class Session:
+    """Runs `source` through `controller` on `env`, episode after episode, in every world.
+
+    Args:
+        env: the worlds.
+        source: where commands come from.
+        controller: turns commands into joint targets.
+        observers: see starts, ticks and ends (e.g. a dataset recorder).
+        limits: the command limits of the gate.
+        first_episode_id: number given to the first episode (to continue a dataset).
+    """
+
+    def __init__(self, env: BatchedEnv, source: CommandSource, controller: Controller,
+                 observers: Sequence[StepObserver] = (), limits: CommandLimits | None = None,
+                 first_episode_id: int = 0) -> None:
+        self.env, self.source, self.controller = env, source, controller
+        self.observers = list(observers)
+        self.gate = CommandGate(limits or CommandLimits(), env.num_worlds, env.control_dt_s)
+        self.next_episode_id = first_episode_id
+        self.episode_ids = torch.full((env.num_worlds,), -1, dtype=torch.long)
+        self.obs: Observation | None = None
+
+    def _start(self, ids: Tensor) -> None:
+        """Reset worlds `ids` and announce their new episodes."""
+        env = self.env
+        obs = env.reset(ids)
+        self.source.reset(obs, ids)
+        self.controller.reset(obs, ids)
+        self.gate.reset(ids)
+        self.episode_ids[ids] = torch.arange(self.next_episode_id,
+                                             self.next_episode_id + len(ids))
+        self.next_episode_id += len(ids)
+        if self.observers:
+            start = EpisodeStart(world_ids=ids, episode_ids=self.episode_ids[ids].clone(),
+                                 obs=obs, params={k: v[ids] for k, v in env.reset_params.items()},
+                                 sim_state=env.state()[ids.numpy()],
+                                 model_fields=env.world_model_fields(ids))
+            for observer in self.observers:
+                observer.episode_started(start)
+        self.obs = obs
+
+    def run(self, episodes: int, stop_on_success: bool = True,
+            on_step: StepCallback | None = None) -> SessionResult:
+        """Run until `episodes` episodes have ended (the last ones may be more than needed
+        when several worlds finish together; extra worlds are not restarted).
+
+        Args:
+            episodes: how many episodes to finish.
+            stop_on_success: end an episode at its first success (else at the time limit).
+            on_step: called after every tick with (tick, obs, command, sent).
+        """
+        if episodes < 1:
+            raise ValueError(f"episodes must be at least 1, got {episodes}")
+        env = self.env
+        n = env.num_worlds
+        self._start(torch.arange(min(n, episodes)))
+        started = min(n, episodes)
+        active = torch.zeros(n, dtype=torch.bool)
+        active[:started] = True
+        ended_ids, ended_success, ended_steps = [], [], []
+        tick = 0
+        while bool(active.any()):
+            obs = self.obs
+            state = env.state() if self.observers else None
+            cmd = self.gate(self.source.next_command(obs))
+            sent = env.apply(self.controller.step(cmd, obs))
+            if self.observers:
+                record = StepRecord(obs=obs, command=cmd, sent=sent, sim_state=state)
+                for observer in self.observers:
+                    observer.step(record)
+            self.obs = env.observe()
+            if on_step is not None:
+                on_step(tick, self.obs, cmd, sent)
+            tick += 1
+            out = env.outcome()
+            done = (out.timeout | out.unstable | (out.success if stop_on_success else False))
+            done = done & active
+            if not bool(done.any()):
+                continue
+            ids = torch.nonzero(done).squeeze(1)
+            end = EpisodeEnd(world_ids=ids, episode_ids=self.episode_ids[ids].clone(),
+                             success=out.success[ids].clone(), timeout=out.timeout[ids].clone(),
+                             unstable=out.unstable[ids].clone(),
+                             steps=env.episode_steps[ids].clone())
+            for observer in self.observers:
+                observer.episode_ended(end)
+            ended_ids.append(end.episode_ids)
+            ended_success.append(end.success)
+            ended_steps.append(end.steps)
+            restart = ids[:max(0, episodes - started)]
+            active[ids[len(restart):]] = False
+            if len(restart):
+                started += len(restart)
+                self._start(restart)
+        return SessionResult(episode_ids=torch.cat(ended_ids), success=torch.cat(ended_success),
+                             steps=torch.cat(ended_steps))
 
 
 @dataclass(frozen=True)
@@ -37,27 +211,13 @@ class EpisodeResult:
 def run_episode(env: BatchedEnv, source: CommandSource, controller: Controller,
                 limits: CommandLimits | None = None, on_step: StepCallback | None = None,
                 stop_on_success: bool = True) -> EpisodeResult:
-    """Reset every world and run the loop until all worlds succeed or time out.
+    """One episode in every world (a `Session` of `env.num_worlds` episodes).
 
-    A world that succeeds keeps being stepped (the batch moves together) but its result is
-    frozen at its first success.
+    Returns per-world success and the steps to success (the time limit in steps otherwise).
     """
-    gate = CommandGate(limits or CommandLimits(), env.num_worlds, env.control_dt_s)
-    obs = env.reset()
-    source.reset(obs)
-    controller.reset(obs)
-    n = env.num_worlds
-    success = torch.zeros(n, dtype=torch.bool)
-    steps = torch.full((n,), env.time_limit_steps, dtype=torch.long)
-    for k in range(env.time_limit_steps):
-        cmd = gate(source.next_command(obs))
-        sent = env.apply(controller.step(cmd, obs))
-        obs = env.observe()
-        if on_step is not None:
-            on_step(k, obs, cmd, sent)
-        new = env.outcome().success & ~success
-        steps[new] = k + 1
-        success |= new
-        if stop_on_success and bool(success.all()):
-            break
+    session = Session(env, source, controller, limits=limits)
+    result = session.run(env.num_worlds, stop_on_success=stop_on_success, on_step=on_step)
+    order = torch.argsort(result.episode_ids)  # episode i ran in world i
+    success, steps = result.success[order], result.steps[order]
+    steps = torch.where(success, steps, torch.full_like(steps, env.time_limit_steps))
     return EpisodeResult(success=success, steps=steps)

@@ -44,8 +44,13 @@ class SimBackend(Protocol):
     def reset(self, ids: Tensor | None = None) -> None:
         """Reset the given worlds to the model's defaults; call `forward` after writing state."""
 
+    per_world_fields: set[str]  # names of the model fields that have per-world values
+
     def model_field(self, name: str) -> Tensor:
         """A per-world (N, ...) writable view of an MjModel field, for domain randomisation."""
+
+    def update_constants(self, ids: Tensor | None = None) -> None:
+        """Recompute model constants derived from per-world fields (after randomisation)."""
 
     def world_model(self, world: int) -> mujoco.MjModel:
         """World `world`'s model with its per-world fields, e.g. for rendering."""

@@ -40,6 +40,7 @@ class MujocoBatchBackend:
         self.num_worlds = num_worlds
         self.batch = Batch(model, num_worlds, threads)
         self._world_data = mujoco.MjData(model)
+        self.per_world_fields: set[str] = set()  # model fields given per-world values
         for name in ("time", "qpos", "qvel", "ctrl", "mocap_pos", "mocap_quat", "eq_active"):
             setattr(self, name, torch.from_numpy(self.batch.bind(name)))
         for name in ("xpos", "xquat", "sensordata", "qfrc_bias"):
@@ -61,7 +62,13 @@ class MujocoBatchBackend:
         self.batch.reset(_ids(ids), stage=mujoco.mjtStage.mjSTAGE_NONE.value)
 
     def model_field(self, name: str) -> Tensor:
+        self.per_world_fields.add(name)
         return torch.from_numpy(self.batch.expand(name))
+
+    def update_constants(self, ids: Tensor | None = None) -> None:
+        """Recompute the model constants that depend on per-world fields (masses, inertias,
+        body positions) for worlds `ids`, as mj_setConst does after a model edit."""
+        self.batch.set_const(_ids(ids))
 
     def world_model(self, world: int) -> mujoco.MjModel:
         return self.batch.get_model(world)

@@ -154,6 +154,11 @@ class Task:
     def bind_task(self, model: mujoco.MjModel) -> None:
         """Task-specific name resolution (optional)."""
 
+    def capture_initial(self, ids: Tensor) -> None:
+        """Remember what the success predicate needs from the initial state of worlds `ids`
+        (e.g. an object's start height); called after every reset and after a recorded initial
+        state is restored. Default: nothing."""
+
     def reward(self) -> Tensor:
         """Sparse task reward: 1 when the success predicate holds, else 0."""
         return self.success().to(torch.float64)

@@ -71,9 +71,11 @@ class BoxPickupTask(Task):
         cfg = self.config
         table_xy = torch.tensor(cfg.table_xy_m, dtype=torch.float64).expand(len(ids), 2)
         params = place_box_on_table(self, cfg, ids, gen, self.box_qadr, table_xy)
-        self.box_start_z[ids] = self.sim.qpos[ids, self.box_qadr + 2]
         params.update(randomise_object(self, ids, gen, self.box_body, self.box_geom))
         return params
+
+    def capture_initial(self, ids: Tensor) -> None:
+        self.box_start_z[ids] = self.sim.qpos[ids, self.box_qadr + 2]
 
     def anchor(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         return self.object_anchor(self.box_qadr, ids)

@@ -94,10 +94,12 @@ class StairTask(Task):
         pos = torch.stack([torch.full_like(dy, PEDESTAL_X_M - 0.08), dy, z], -1)
         self.sim.qpos[ids, self.obj_qadr:self.obj_qadr + 3] = pos
         self.sim.qpos[ids, self.obj_qadr + 3:self.obj_qadr + 7] = quat_from_yaw(yaw)
-        self.obj_start_z[ids] = z
         params = {"platform_height_m": height, "object_dy_m": dy, "object_yaw_rad": yaw}
         params.update(randomise_object(self, ids, gen, self.obj_body, self.obj_geom))
         return params
+
+    def capture_initial(self, ids: Tensor) -> None:
+        self.obj_start_z[ids] = self.sim.qpos[ids, self.obj_qadr + 2]
 
     def anchor(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         return self.object_anchor(self.obj_qadr, ids)
