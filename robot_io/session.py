@@ -139,22 +139,28 @@ class Session:
                 observer.episode_started(start)
         self.obs = obs
 
-    def run(self, episodes: int, stop_on_success: bool = True,
-            on_step: StepCallback | None = None) -> SessionResult:
-        """Run until `episodes` episodes have ended (the last ones may be more than needed
-        when several worlds finish together; extra worlds are not restarted).
+    def run(self, episodes: int | None = None, stop_on_success: bool = True,
+            on_step: StepCallback | None = None,
+            done_when: Callable[[], bool] | None = None) -> SessionResult:
+        """Run episodes in every world until `episodes` have been started and have ended, or
+        until `done_when()` holds (checked whenever episodes end; the session then stops at
+        once and abandons the episodes still running: observers see no end for them).
 
         Args:
-            episodes: how many episodes to finish.
+            episodes: how many episodes to run at most (None: until `done_when`).
             stop_on_success: end an episode at its first success (else at the time limit).
             on_step: called after every tick with (tick, obs, command, sent).
+            done_when: a stop condition, e.g. "enough successful episodes were recorded".
         """
-        if episodes < 1:
+        if episodes is None and done_when is None:
+            raise ValueError("give episodes, done_when or both")
+        if episodes is not None and episodes < 1:
             raise ValueError(f"episodes must be at least 1, got {episodes}")
         env = self.env
         n = env.num_worlds
-        self._start(torch.arange(min(n, episodes)))
-        started = min(n, episodes)
+        first = n if episodes is None else min(n, episodes)
+        self._start(torch.arange(first))
+        started = first
         active = torch.zeros(n, dtype=torch.bool)
         active[:started] = True
         ended_ids, ended_success, ended_steps = [], [], []
@@ -187,7 +193,10 @@ class Session:
             ended_ids.append(end.episode_ids)
             ended_success.append(end.success)
             ended_steps.append(end.steps)
-            restart = ids[:max(0, episodes - started)]
+            if done_when is not None and done_when():
+                break
+            wanted = len(ids) if episodes is None else max(0, episodes - started)
+            restart = ids[:wanted]
             active[ids[len(restart):]] = False
             if len(restart):
                 started += len(restart)

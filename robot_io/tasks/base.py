@@ -96,6 +96,30 @@ class TaskConfig:
         """The config with every random range collapsed to its centre (for scripted tests)."""
         return _collapse(self)
 
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (datasets and checkpoints store it)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskConfig:
+        """Inverse of `to_dict` for this config class; raises ValueError on unknown keys."""
+        return _from_dict(cls(), data)
+
+
+def _from_dict(template: object, data: object) -> object:
+    """Rebuild a (nested) config dataclass from a dict, using `template` for the types."""
+    if dataclasses.is_dataclass(template) and isinstance(data, dict):
+        names = {f.name for f in dataclasses.fields(template) if f.init}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {type(template).__name__} keys {unknown}; known: "
+                             f"{sorted(names)}")
+        return dataclasses.replace(template, **{k: _from_dict(getattr(template, k), v)
+                                                for k, v in data.items()})
+    if isinstance(template, tuple) and isinstance(data, list | tuple):
+        return tuple(data)
+    return data
+
 
 def _collapse(obj: object) -> object:
     if isinstance(obj, Range):
