@@ -16,7 +16,7 @@ from types import ModuleType
 
 from robot_io.errors import MissingDependencyError
 
-PIP_EXTRAS: frozenset[str] = frozenset({"gpu", "app", "vr", "export", "test"})
+PIP_EXTRAS: frozenset[str] = frozenset({"gpu", "app", "vr", "export", "lerobot", "test"})
 """Extras declared in pyproject.toml: ``pip install 'refine-dp[EXTRA]'`` provides them."""
 
 OTHER_SOURCES: dict[str, str] = {
@@ -33,6 +33,7 @@ OPTIONAL_MODULES: dict[str, str] = {
     "xr": "vr",  # the import name of pyopenxr
     "onnx": "export",
     "onnxruntime": "export",
+    "pyarrow": "lerobot",
     "isaaclab": "isaaclab",
     "tensorrt": "tensorrt",
 }
