@@ -20,6 +20,9 @@ from robot_io.tasks import default_config, task_names
 BENCH_TASK = "box_pickup"
 BENCH_WORLDS = 64
 BENCH_SECONDS = 3.0
+DEMO_SOURCE = "heuristic"
+DEMO_EPISODES = 20
+DEMO_WORLDS = 10
 
 
 def demo_task(task: str, out_dir: Path) -> str:
@@ -41,10 +44,29 @@ def demo_task(task: str, out_dir: Path) -> str:
     return f"{task}: {outcome}, image {png}"
 
 
+def demo_dataset(out_dir: Path) -> str:
+    """Collect a small box-pickup dataset (continuing it if present); return its `info`."""
+    from datasets.info import format_info, info
+    from teleop_app.collect import collect, format_report
+
+    source = DEMO_SOURCE
+    try:
+        report = collect(BENCH_TASK, source, DEMO_EPISODES, DEMO_WORLDS, out_dir / "dataset",
+                         progress=False)
+    except (ImportError, ValueError) as exc:  # no heuristic planner for the task: scripted
+        print(f"heuristic collection unavailable ({exc}); collecting scripted demonstrations")
+        source = "scripted"
+        report = collect(BENCH_TASK, source, DEMO_EPISODES, DEMO_WORLDS, out_dir / "dataset",
+                         progress=False)
+    return format_report(report) + "\n" + format_info(info(out_dir / "dataset"))
+
+
 def run_demo(out_dir: str | Path) -> None:
-    """Every registered task (one line each), then one simulation benchmark line."""
+    """Every registered task (one line each), one simulation benchmark line, then a small
+    collected dataset and its info."""
     out = Path(out_dir)
     for task in task_names():
         print(demo_task(task, out), flush=True)
     result = bench_sim(BENCH_TASK, BENCH_WORLDS, seconds=BENCH_SECONDS)
     print(format_bench_line(result), flush=True)
+    print(demo_dataset(out), flush=True)

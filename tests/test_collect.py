@@ -65,3 +65,15 @@ def test_sigkill_mid_collect_keeps_finished_episodes(tmp_path: Path) -> None:
     after = Dataset.open(out).episode_ids()
     assert after[:len(kept)] == kept and len(after) == len(kept) + 1
     assert validate(out) == []
+
+
+def test_replay_reproduces_a_recorded_episode_exactly(tmp_path: Path) -> None:
+    from datasets.replay import replay_episode
+
+    out = tmp_path / "ds"
+    collect("box_pickup", "scripted", episodes=2, worlds=2, out=out, threads=1, progress=False)
+    episode_id = Dataset.open(out).episode_ids()[1]
+    report = replay_episode(out, episode_id)
+    assert report.steps > 100
+    assert report.max_obs_divergence <= 1e-6 and report.max_state_divergence <= 1e-6
+    assert report.recorded_success and report.replayed_success
