@@ -20,7 +20,6 @@ from robot_io.tasks import default_config, task_names
 BENCH_TASK = "box_pickup"
 BENCH_WORLDS = 64
 BENCH_SECONDS = 3.0
-DEMO_SOURCE = "heuristic"
 DEMO_EPISODES = 20
 DEMO_WORLDS = 10
 
@@ -49,15 +48,8 @@ def demo_dataset(out_dir: Path) -> str:
     from datasets.info import format_info, info
     from teleop_app.collect import collect, format_report
 
-    source = DEMO_SOURCE
-    try:
-        report = collect(BENCH_TASK, source, DEMO_EPISODES, DEMO_WORLDS, out_dir / "dataset",
-                         progress=False)
-    except (ImportError, ValueError) as exc:  # no heuristic planner for the task: scripted
-        print(f"heuristic collection unavailable ({exc}); collecting scripted demonstrations")
-        source = "scripted"
-        report = collect(BENCH_TASK, source, DEMO_EPISODES, DEMO_WORLDS, out_dir / "dataset",
-                         progress=False)
+    report = collect(BENCH_TASK, "heuristic", DEMO_EPISODES, DEMO_WORLDS, out_dir / "dataset",
+                     progress=False)
     return format_report(report) + "\n" + format_info(info(out_dir / "dataset"))
 
 
