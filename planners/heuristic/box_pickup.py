@@ -6,14 +6,13 @@ recover) on the box pose the task observes (`object_pos`, `object_quat`, root fr
 
 from __future__ import annotations
 
-from torch import Tensor
 
-from planners.heuristic.common import MotionConfig, PlannerCore
+from planners.heuristic.common import CorePlannerSource, MotionConfig, PlannerCore
 from planners.heuristic.pick import PickConfig, PickSkill
 from robot_io.types import Command, Observation
 
 
-class BoxPickupPlanner:
+class BoxPickupPlanner(CorePlannerSource):
     """A `CommandSource` for `box_pickup`, batched over `num_worlds` worlds.
 
     Args:
@@ -30,15 +29,6 @@ class BoxPickupPlanner:
         pick = pick or PickConfig()
         self.core = PlannerCore(num_worlds, seed, (motion or MotionConfig(), pick))
         self.pick = PickSkill(self.core, pick)
-
-    @property
-    def stage(self) -> Tensor:
-        """(B,) every world's current stage, an index into `stage_names`."""
-        return self.core.stage.clone()
-
-    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
-        """Start new episodes in worlds `ids` (all when None)."""
-        self.core.reset(obs, ids)
 
     def next_command(self, obs: Observation) -> Command:
         """The command of every world for this tick, (B, ...)."""

@@ -309,3 +309,19 @@ def assemble_command(base_vel: Tensor, right_pos: Tensor, right_quat: Tensor,
                    hand_pos=torch.stack([left, right_pos], 1),
                    hand_quat=torch.stack([identity, right_quat], 1),
                    gripper=torch.stack([torch.zeros(b, dtype=F64), right_grip], 1))
+
+
+class CorePlannerSource:
+    """The `CommandSource` plumbing every heuristic planner shares: the per-world stages and
+    episode resets live in its `core` (a `PlannerCore`); subclasses add `next_command`."""
+
+    core: PlannerCore
+
+    @property
+    def stage(self) -> Tensor:
+        """(B,) every world's current stage, an index into `stage_names`."""
+        return self.core.stage.clone()
+
+    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
+        """Start new episodes in worlds `ids` (all when None)."""
+        self.core.reset(obs, ids)

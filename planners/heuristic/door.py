@@ -29,8 +29,8 @@ from enum import IntEnum
 import torch
 from torch import Tensor
 
-from planners.heuristic.common import (F64, RIGHT, MotionConfig, PlannerCore, Tick,
-                                       planar_rotate, walk_to_pose)
+from planners.heuristic.common import (F64, RIGHT, CorePlannerSource, MotionConfig,
+                                       PlannerCore, Tick, planar_rotate, walk_to_pose)
 from robot_io.math3d import wrap_angle, yaw_of
 from robot_io.tasks.base import Range
 from robot_io.tasks.door import LATCH_ANGLE_RAD
@@ -77,7 +77,7 @@ class DoorConfig:
     latch_margin_rad: float = 0.06  # turn the lever this far past the latch
 
 
-class DoorPlanner:
+class DoorPlanner(CorePlannerSource):
     """A `CommandSource` for `door`, batched over `num_worlds` worlds.
 
     Args:
@@ -94,15 +94,6 @@ class DoorPlanner:
         door = door or DoorConfig()
         self.core = PlannerCore(num_worlds, seed, (motion or MotionConfig(), door))
         self.cfg = door
-
-    @property
-    def stage(self) -> Tensor:
-        """(B,) every world's current stage, an index into `stage_names`."""
-        return self.core.stage.clone()
-
-    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
-        """Start new episodes in worlds `ids` (all when None)."""
-        self.core.reset(obs, ids)
 
     def next_command(self, obs: Observation) -> Command:
         """The command of every world for this tick, (B, ...)."""

@@ -27,8 +27,8 @@ from enum import IntEnum
 import torch
 from torch import Tensor
 
-from planners.heuristic.common import (F64, RIGHT, MotionConfig, PlannerCore, Tick,
-                                       walk_to_pose, world_to_heading)
+from planners.heuristic.common import (F64, RIGHT, CorePlannerSource, MotionConfig,
+                                       PlannerCore, Tick, walk_to_pose, world_to_heading)
 from planners.heuristic.pick import PickConfig, PickSkill, PickStage
 from robot_io.math3d import wrap_angle, yaw_of
 from robot_io.tasks.base import Range
@@ -71,7 +71,7 @@ def place_pick_config() -> PickConfig:
     return PickConfig(grasp_dz_m=Range(-0.02, -0.008))
 
 
-class PickPlacePlanner:
+class PickPlacePlanner(CorePlannerSource):
     """A `CommandSource` for `pick_place`, batched over `num_worlds` worlds.
 
     Args:
@@ -91,15 +91,6 @@ class PickPlacePlanner:
         self.pick = PickSkill(self.core, pick)
         self.cfg = place
         self.back_off_goal = torch.zeros(num_worlds, 2, dtype=F64)  # world xy
-
-    @property
-    def stage(self) -> Tensor:
-        """(B,) every world's current stage, an index into `stage_names`."""
-        return self.core.stage.clone()
-
-    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
-        """Start new episodes in worlds `ids` (all when None)."""
-        self.core.reset(obs, ids)
 
     def next_command(self, obs: Observation) -> Command:
         """The command of every world for this tick, (B, ...)."""

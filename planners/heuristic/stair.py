@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
-from planners.heuristic.common import MotionConfig, PlannerCore
+from planners.heuristic.common import CorePlannerSource, MotionConfig, PlannerCore
 from planners.heuristic.pick import PickConfig, PickSkill
 from robot_io.tasks.base import Range
 from robot_io.types import Command, Observation
@@ -35,7 +34,7 @@ class StepUpConfig:
     on_platform_m: float = 0.03  # a sole this far below the platform top is still down
 
 
-class StairPlanner:
+class StairPlanner(CorePlannerSource):
     """A `CommandSource` for `stair`, batched over `num_worlds` worlds.
 
     Args:
@@ -54,15 +53,6 @@ class StairPlanner:
         self.core = PlannerCore(num_worlds, seed, (motion or MotionConfig(), pick, step_up))
         self.pick = PickSkill(self.core, pick)
         self.step_up = step_up
-
-    @property
-    def stage(self) -> Tensor:
-        """(B,) every world's current stage, an index into `stage_names`."""
-        return self.core.stage.clone()
-
-    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
-        """Start new episodes in worlds `ids` (all when None)."""
-        self.core.reset(obs, ids)
 
     def next_command(self, obs: Observation) -> Command:
         """The command of every world for this tick, (B, ...)."""
