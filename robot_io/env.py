@@ -59,7 +59,6 @@ class BatchedEnv:
         self.robot = robot or default_robot_spec()
         spec = build_robot(self.robot)
         self.task.build_scene(spec)
-        self.spec = spec
         self.model = spec.compile()
         self.sim = MujocoBatchBackend(self.model, num_worlds, threads)
         self.num_worlds = num_worlds

@@ -33,11 +33,6 @@ def quat_rotate(q: Tensor, v: Tensor) -> Tensor:
     return v + w * t + torch.cross(xyz, t, dim=-1)
 
 
-def quat_rotate_inv(q: Tensor, v: Tensor) -> Tensor:
-    """Rotate vectors v by the inverse of q."""
-    return quat_rotate(quat_conj(q), v)
-
-
 def quat_to_mat(q: Tensor) -> Tensor:
     """(..., 4) -> (..., 3, 3) rotation matrices (columns are the rotated axes)."""
     # R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]x, in few tensor ops (this is on hot paths).

@@ -102,10 +102,8 @@ def build_robot(robot: RobotSpec) -> mujoco.MjSpec:
         _add_gripper(spec, side, robot.gripper)
     _add_feet(spec)
     _add_harness(spec)
-    trunk = spec.body(ROOT_BODY)
     spec.add_sensor(name="root_linvel", type=mujoco.mjtSensor.mjSENS_VELOCIMETER,
                     objtype=mujoco.mjtObj.mjOBJ_SITE, objname="imu")
-    del trunk
     return spec
 
 

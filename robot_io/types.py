@@ -58,10 +58,6 @@ class Command:
         return cls(base_vel=vec[:, 0:3], hand_pos=vec[:, 3:9].reshape(b, 2, 3),
                    hand_quat=vec[:, 9:17].reshape(b, 2, 4), gripper=vec[:, 17:19])
 
-    def index(self, ids: Tensor | slice) -> Command:
-        """The commands of a subset of worlds."""
-        return Command(*(getattr(self, f.name)[ids] for f in dataclasses.fields(self)))
-
     @staticmethod
     def field_names() -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(Command))

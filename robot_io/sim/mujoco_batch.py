@@ -39,7 +39,6 @@ class MujocoBatchBackend:
         self.model = model
         self.num_worlds = num_worlds
         self.batch = Batch(model, num_worlds, threads)
-        self._world_data = mujoco.MjData(model)
         self.per_world_fields: set[str] = set()  # model fields given per-world values
         for name in ("time", "qpos", "qvel", "ctrl", "mocap_pos", "mocap_quat", "eq_active"):
             setattr(self, name, torch.from_numpy(self.batch.bind(name)))
