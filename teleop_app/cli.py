@@ -14,6 +14,10 @@
                       [--keep-failures] [--seed S] [--threads T] [--no-progress]
     refine-dp replay DIR --episode ID [--video FILE.mp4 | --frames DIR] [--mode targets|controller]
     refine-dp bench planners [--tasks T...] [--episodes N] [--worlds M] [--seed S]
+    refine-dp pretrain | finetune | bench policy   (see teleop_app/learn_cli.py)
+    refine-dp eval (--policy RUN | --source heuristic|scripted) --task NAME [--episodes N]
+                   [--worlds M] [--seed S] [--out DIR] [--video N] [--threads T]
+                   [--sampler ddim|ddpm] [--device D] [--widen F] [--json] [--no-progress]
 
 `dataset validate` exits with 1 when it finds problems (each printed on its own line).
 Bad input (a `RefineDpError` or `ValueError`) ends with `refine-dp: error: <message>` on stderr
@@ -27,10 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from robot_io.errors import RefineDpError
 from robot_io.sim.gl_setup import check_mujoco_gl
+from teleop_app.learn_cli import add_learning_parsers
+
+if TYPE_CHECKING:  # mujoco is imported inside the handlers only (see above)
+    from robot_io.env import BatchedEnv
+    from robot_io.protocols import CommandSource
 
 PROG = "refine-dp"
 
@@ -175,6 +185,58 @@ def cmd_bench_planners(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=1) if args.json else _planner_lines(result))
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Evaluate a trained policy or a planner in closed loop; write eval.json and plots."""
+    from pathlib import Path
+
+    from learning.evaluate import evaluate
+    from robot_io.tasks import default_config
+
+    if args.source is not None and (args.sampler is not None or args.device is not None):
+        raise ValueError("--sampler and --device apply to --policy only")
+    if args.widen is not None and not args.widen > 0:
+        raise ValueError(f"--widen must be a positive factor, got {args.widen}")
+    if args.source == "scripted" and args.widen is not None:
+        raise ValueError("--widen does not apply to --source scripted: the scripts are written "
+                         "for the nominal start")
+    config = default_config(args.task)  # the unknown-task error, before any work
+    if args.widen is not None:
+        config = config.widened(args.widen)
+    if args.source == "scripted":
+        config = config.nominal()
+    label, make_source = _eval_source(args)
+    out = Path(args.out) if args.out else Path("out") / "eval" / f"{args.task}-{label}"
+    report = evaluate(args.task, make_source, episodes=args.episodes, worlds=args.worlds,
+                      seed=args.seed, task_config=config, threads=args.threads, out_dir=out,
+                      video_episodes=args.video, progress=not args.no_progress, label=label)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+        return
+    print(report.format())
+    print("wrote " + ", ".join(str(out / name) for name in report.files.values()))
+
+
+def _eval_source(args: argparse.Namespace) -> tuple[str, Callable[[BatchedEnv], CommandSource]]:
+    """The label and the source factory `eval` asks for (a policy run or a planner)."""
+    from pathlib import Path
+
+    task, seed = args.task, args.seed
+    if args.policy is not None:
+        from learning.deploy import make_policy_source
+
+        run, sampler, device = Path(args.policy), args.sampler, args.device or "cpu"
+        return run.resolve().name, lambda env: make_policy_source(
+            run, env.num_worlds, seed=seed, sampler=sampler, device=device, task=task,
+            robot=env.robot)
+    if args.source == "heuristic":
+        from planners.heuristic import make_heuristic_planner
+
+        return "heuristic", lambda env: make_heuristic_planner(task, env.num_worlds, seed)
+    from planners.scripted import make_scripted_source
+
+    return "scripted", lambda env: make_scripted_source(task)
+
+
 def _planner_lines(result: dict) -> str:
     lines = []
     for task, r in result.items():
@@ -219,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench_planners)
 
+    _add_eval_parser(sub)
+
     p = sub.add_parser("collect", help="record demonstrations into a dataset")
     p.add_argument("--task", required=True, help="a task name (see `refine-dp tasks`)")
     p.add_argument("--source", default="heuristic", help="heuristic (default) or scripted")
@@ -244,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "through the controller")
     p.set_defaults(func=cmd_replay)
 
+    add_learning_parsers(sub, bench)
+
     p = sub.add_parser("demo", help="what `make demo` runs")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.set_defaults(func=cmd_demo)
@@ -251,6 +317,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_parsers(sub.add_parser("dataset", help="inspect, curate and convert datasets")
                          .add_subparsers(dest="dataset", required=True, metavar="ACTION"))
     return parser
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """The `eval` command."""
+    p = sub.add_parser("eval", help="evaluate a policy or planner: success, tracking, plots")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--policy", metavar="RUN", help="a training run or checkpoint folder")
+    what.add_argument("--source", choices=("heuristic", "scripted"), help="a planner instead")
+    p.add_argument("--task", required=True, help="a task name (see `refine-dp tasks`)")
+    p.add_argument("--episodes", type=int, default=100, help="episodes in all (default 100)")
+    p.add_argument("--worlds", type=int, default=16, help="worlds in parallel (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--out", help="output folder (default out/eval/TASK-LABEL)")
+    p.add_argument("--video", type=int, default=0, metavar="N",
+                   help="also record N episodes of one world as episodes.mp4 (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="physics threads (default: all)")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"),
+                   help="denoising sampler of the policy (default: the checkpoint's)")
+    p.add_argument("--device", help="torch device of the policy (default cpu)")
+    p.add_argument("--widen", type=float, metavar="FACTOR",
+                   help="scale the task's start ranges by FACTOR (curriculum)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
 
 
 def _add_dataset_parsers(ds: argparse._SubParsersAction) -> None:

@@ -6,8 +6,8 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 

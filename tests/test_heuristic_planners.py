@@ -11,8 +11,12 @@ import torch
 
 from planners.heuristic import PLANNERS, make_heuristic_planner
 from planners.heuristic.bench import bench_planners
-from planners.heuristic.common import (quarter_turn_residual, rate_limit, walk_to_pose,
-                                       world_to_heading)
+from planners.heuristic.common import (
+    quarter_turn_residual,
+    rate_limit,
+    walk_to_pose,
+    world_to_heading,
+)
 from robot_io.command_gate import CommandGate
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv

@@ -9,11 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from robot_io.control.kinematics import (build_chains, dls_step, forward_kinematics,
-                                         orientation_error)
+from robot_io.control.kinematics import (
+    build_chains,
+    dls_step,
+    forward_kinematics,
+    orientation_error,
+)
 from robot_io.env import BatchedEnv
-from robot_io.math3d import (mat_to_quat, pose_in_frame, quat_angle, quat_from_yaw, quat_mul,
-                             quat_rotate, quat_to_mat, wrap_angle, yaw_of)
+from robot_io.math3d import (
+    mat_to_quat,
+    pose_in_frame,
+    quat_angle,
+    quat_from_yaw,
+    quat_mul,
+    quat_rotate,
+    quat_to_mat,
+    wrap_angle,
+    yaw_of,
+)
 
 F64 = torch.float64
 S = math.sqrt(0.5)

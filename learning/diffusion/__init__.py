@@ -1,0 +1,1 @@
+"""Diffusion policy: noise schedule and samplers, denoiser networks, the policy itself."""
