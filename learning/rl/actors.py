@@ -118,7 +118,9 @@ class MeanRevertingActor(nn.Module):
         if steps < 1:
             raise ValueError(f"MLP-FT needs at least one sampling step, got {steps}")
         self.policy, self.steps = policy, steps
-        frac = torch.arange(steps, dtype=torch.float32) / max(1, steps - 1)
+        # A single transition is the last one: theta 1 (mean mu), sigma_min.
+        frac = (torch.arange(steps, dtype=torch.float32) / (steps - 1) if steps > 1
+                else torch.ones(1))
         self.register_buffer("theta", theta_min + (1 - theta_min) * frac)
         self.register_buffer("sigma", sigma_max + (sigma_min - sigma_max) * frac)
 

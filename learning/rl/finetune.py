@@ -322,12 +322,12 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
                 if cfg.bc_coef > 0:
                     bc = actor.bc_loss(obs_flat[e], chain_flat[e, j], j)
                     loss = loss + cfg.bc_coef * bc
-                    stats["bc"].append(float(bc))
+                    stats["bc"].append(bc.item())
                 actor_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(actor.trainable(), 1.0)
                 actor_opt.step()
-                stats["pg_loss"].append(float(pl.loss))
+                stats["pg_loss"].append(pl.loss.item())
                 stats["kl"].append(float(pl.approx_kl))
                 stats["clip_frac"].append(float(pl.clip_fraction))
                 if float(pl.approx_kl) > cfg.target_kl:

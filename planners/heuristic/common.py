@@ -31,8 +31,9 @@ from robot_io.tasks.base import Range
 from robot_io.types import Command, Observation
 
 F64 = torch.float64
-LEFT_REST_M = (0.1, 0.25, -0.25)  # where the idle left hand rests, root frame
-RIGHT_REST_M = (0.1, -0.25, -0.25)
+LEFT_REST_M = (0.12, 0.24, -0.13)  # where the idle left hand rests, root frame (reachable
+# with the fingers forward: lower rests leave the arm short of its target)
+RIGHT_REST_M = (0.12, -0.24, -0.13)
 RIGHT = 1  # side index of the right hand / gripper
 
 
