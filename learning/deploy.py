@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from learning.checkpoint import CheckpointError
-from learning.features import ObsSpec, action_to_command
+from learning.features import ACTION_DIM, ObsSpec, action_to_command
 from learning.planner import Planner
 from robot_io.robot_spec import RobotSpec
 from robot_io.types import Command, Observation
@@ -47,7 +47,7 @@ class PolicySource:
         self.period, self.act_steps = cfg.action_period_ticks, cfg.act_steps
         self.generator = torch.Generator(planner.device).manual_seed(seed)
         self.hist = torch.zeros(num_worlds, cfg.obs_horizon, planner.obs_spec.dim)
-        self.chunk = torch.zeros(num_worlds, cfg.pred_horizon, 23)
+        self.chunk = torch.zeros(num_worlds, cfg.pred_horizon, ACTION_DIM)
         self.tick = torch.zeros(num_worlds, dtype=torch.long)       # ticks since episode start
         self.chunk_tick = torch.zeros(num_worlds, dtype=torch.long)  # ticks since chunk start
         self.fresh = torch.ones(num_worlds, dtype=torch.bool)

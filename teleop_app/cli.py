@@ -189,9 +189,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate a trained policy or a planner in closed loop; write eval.json and plots."""
     from pathlib import Path
 
+    import torch
+
     from learning.evaluate import evaluate
     from robot_io.tasks import default_config
 
+    if args.threads:  # the policy's torch pool too: idle spinning threads inflate its latency
+        torch.set_num_threads(args.threads)
     if args.source is not None and (args.sampler is not None or args.device is not None):
         raise ValueError("--sampler and --device apply to --policy only")
     if args.widen is not None and not args.widen > 0:
@@ -332,7 +336,8 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default out/eval/TASK-LABEL)")
     p.add_argument("--video", type=int, default=0, metavar="N",
                    help="also record N episodes of one world as episodes.mp4 (default 0)")
-    p.add_argument("--threads", type=int, default=0, help="physics threads (default: all)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="physics and torch threads (default: all)")
     p.add_argument("--sampler", choices=("ddim", "ddpm"),
                    help="denoising sampler of the policy (default: the checkpoint's)")
     p.add_argument("--device", help="torch device of the policy (default cpu)")

@@ -42,6 +42,7 @@ from learning.checkpoint import (
     optimizer_to_tensors,
 )
 from learning.diffusion.policy import DiffusionPolicy, RegressorPolicy
+from learning.features import ACTION_DIM
 from learning.planner import Planner
 from learning.rl.actors import DiffusionActor, MeanRevertingActor, ResidualActor
 from learning.rl.ppo import (
@@ -96,8 +97,8 @@ class FinetuneConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     gamma_denoise: float = 0.99
-    epochs: int = 3
-    minibatch: int = 1024
+    epochs: int = 4
+    minibatch: int = 5000
     actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     target_kl: float = 1.0
@@ -263,7 +264,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         # -- 1. rollout ----------------------------------------------------------------------
         t0 = time.perf_counter()
         obs_buf = torch.zeros(steps, worlds, pcfg.obs_horizon, planner.obs_spec.dim, device=device)
-        chain_buf = torch.zeros(steps, worlds, s + 1, pcfg.pred_horizon, 23, device=device)
+        chain_buf = torch.zeros(steps, worlds, s + 1, pcfg.pred_horizon, ACTION_DIM,
+                                device=device)
         rewards = torch.zeros(steps, worlds)
         dones = torch.zeros(steps, worlds)
         values = torch.zeros(steps, worlds)
@@ -294,47 +296,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         obs_flat = obs_buf.reshape(n_env, *obs_buf.shape[2:])
         chain_flat = chain_buf.reshape(n_env, s + 1, *chain_buf.shape[3:])
         adv_flat, ret_flat = adv.reshape(n_env).to(device), returns.reshape(n_env).to(device)
-        env_idx = torch.arange(n_env, device=device).repeat_interleave(s)
-        j_idx = torch.arange(s, device=device).repeat(n_env)
-        logp_old = _log_probs(actor, obs_flat, chain_flat, env_idx, j_idx, exec_mask)
-        actor.train()
-        train_actor = iteration >= cfg.critic_warmup_iters
-        stats = {"pg_loss": [], "v_loss": [], "kl": [], "clip_frac": [], "bc": []}
-        stop = False
-        for _ in range(cfg.epochs):
-            perm = torch.randperm(len(env_idx), device=device, generator=gen)
-            for start in range(0, len(perm), cfg.minibatch):
-                mb = perm[start:start + cfg.minibatch]
-                e, j = env_idx[mb], j_idx[mb]
-                v_loss = value_loss(critic(obs_flat[e]), ret_flat[e])
-                critic_opt.zero_grad(set_to_none=True)
-                v_loss.backward()
-                nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
-                critic_opt.step()
-                stats["v_loss"].append(v_loss.item())
-                if not train_actor:
-                    continue
-                logp = actor.log_prob(obs_flat[e], chain_flat[e, j], chain_flat[e, j + 1], j,
-                                      exec_mask.expand(len(mb), -1))
-                a = normalize_advantages(adv_flat[e]) * discount[j]
-                pl = clipped_surrogate(logp, logp_old[mb], a, clips[j])
-                loss = pl.loss
-                if cfg.bc_coef > 0:
-                    bc = actor.bc_loss(obs_flat[e], chain_flat[e, j], j)
-                    loss = loss + cfg.bc_coef * bc
-                    stats["bc"].append(bc.item())
-                actor_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(actor.trainable(), 1.0)
-                actor_opt.step()
-                stats["pg_loss"].append(pl.loss.item())
-                stats["kl"].append(float(pl.approx_kl))
-                stats["clip_frac"].append(float(pl.clip_fraction))
-                if float(pl.approx_kl) > cfg.target_kl:
-                    stop = True
-                    break
-            if stop:
-                break
+        stats = ppo_update(actor, critic, actor_opt, critic_opt, obs_flat, chain_flat,
+                           adv_flat, ret_flat, clips, discount, exec_mask, cfg, gen,
+                           train_actor=iteration >= cfg.critic_warmup_iters)
         update_s = time.perf_counter() - t1
 
         # -- 4. bookkeeping, curriculum, checkpoint --------------------------------------------
@@ -370,6 +334,64 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
     plot_curve(history, out / "success_curve.png", cfg.method)
     planner.model.eval()
     return planner
+
+
+def ppo_update(actor: nn.Module, critic: nn.Module, actor_opt: torch.optim.Optimizer,
+               critic_opt: torch.optim.Optimizer, obs: Tensor, chain: Tensor, adv: Tensor,
+               returns: Tensor, clips: Tensor, discount: Tensor, exec_mask: Tensor,
+               cfg: FinetuneConfig, gen: torch.Generator, train_actor: bool = True
+               ) -> dict[str, list[float]]:
+    """PPO epochs over every (env step, transition) pair of one rollout.
+
+    Args:
+        obs: (N, To, Do) normalised observation histories; chain: (N, S+1, Tp, Da) the recorded
+            transitions; adv, returns: (N,) per env step.
+        clips, discount: (S,) clip and advantage weight per transition.
+        exec_mask: (Tp,) the executed rows of a chunk (scored by the log-probs).
+
+    Returns:
+        Per-minibatch losses and diagnostics by name.
+    """
+    device = obs.device
+    s = chain.shape[1] - 1
+    env_idx = torch.arange(len(obs), device=device).repeat_interleave(s)
+    j_idx = torch.arange(s, device=device).repeat(len(obs))
+    logp_old = _log_probs(actor, obs, chain, env_idx, j_idx, exec_mask)
+    actor.train()
+    stats: dict[str, list[float]] = {"pg_loss": [], "v_loss": [], "kl": [], "clip_frac": [],
+                                     "bc": []}
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(env_idx), device=device, generator=gen)
+        for start in range(0, len(perm), cfg.minibatch):
+            mb = perm[start:start + cfg.minibatch]
+            e, j = env_idx[mb], j_idx[mb]
+            v_loss = value_loss(critic(obs[e]), returns[e])
+            critic_opt.zero_grad(set_to_none=True)
+            v_loss.backward()
+            nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
+            critic_opt.step()
+            stats["v_loss"].append(v_loss.item())
+            if not train_actor:
+                continue
+            logp = actor.log_prob(obs[e], chain[e, j], chain[e, j + 1], j,
+                                  exec_mask.expand(len(mb), -1))
+            a = normalize_advantages(adv[e]) * discount[j]
+            pl = clipped_surrogate(logp, logp_old[mb], a, clips[j])
+            loss = pl.loss
+            if cfg.bc_coef > 0:
+                bc = actor.bc_loss(obs[e], chain[e, j], j)
+                loss = loss + cfg.bc_coef * bc
+                stats["bc"].append(bc.item())
+            actor_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(actor.trainable(), 1.0)
+            actor_opt.step()
+            stats["pg_loss"].append(pl.loss.item())
+            stats["kl"].append(float(pl.approx_kl))
+            stats["clip_frac"].append(float(pl.clip_fraction))
+            if float(pl.approx_kl) > cfg.target_kl:
+                return stats
+    return stats
 
 
 @torch.no_grad()
