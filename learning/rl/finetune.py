@@ -10,7 +10,8 @@ loop serves all three; it reads top to bottom:
 3. scale rewards by the running return std, compute GAE over chunks;
 4. PPO epochs over minibatches drawn from (env step x transition) pairs: each transition j gets
    its own clip (growing exponentially toward the final one) and the advantage discounted by
-   gamma_denoise^(S-1-j); the critic regresses the returns; optional BC regulariser;
+   gamma_denoise^(S-1-j); before that, the critic regresses the returns in its own (cheap)
+   epochs over the env steps; optional BC regulariser;
 5. curriculum: when the iteration's success rate reaches the threshold, widen the initial-state
    ranges by `widen_factor`;
 6. checkpoint atomically (the policy with its frozen / fine-tuned split, plus everything needed
@@ -99,11 +100,13 @@ class FinetuneConfig:
     gamma_denoise: float = 0.99
     epochs: int = 4
     minibatch: int = 5000
+    critic_epochs: int = 10
+    critic_minibatch: int = 256
     actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     target_kl: float = 1.0
     bc_coef: float = 0.0
-    critic_warmup_iters: int = 2
+    critic_warmup_iters: int = 3
     reward_scaling: bool = True
     mlpft_steps: int = 5
     residual_width: int = 256
@@ -341,7 +344,8 @@ def ppo_update(actor: nn.Module, critic: nn.Module, actor_opt: torch.optim.Optim
                returns: Tensor, clips: Tensor, discount: Tensor, exec_mask: Tensor,
                cfg: FinetuneConfig, gen: torch.Generator, train_actor: bool = True
                ) -> dict[str, list[float]]:
-    """PPO epochs over every (env step, transition) pair of one rollout.
+    """One PPO update: critic epochs over the env steps, then actor epochs over every
+    (env step, transition) pair of the rollout.
 
     Args:
         obs: (N, To, Do) normalised observation histories; chain: (N, S+1, Tp, Da) the recorded
@@ -353,26 +357,32 @@ def ppo_update(actor: nn.Module, critic: nn.Module, actor_opt: torch.optim.Optim
         Per-minibatch losses and diagnostics by name.
     """
     device = obs.device
-    s = chain.shape[1] - 1
-    env_idx = torch.arange(len(obs), device=device).repeat_interleave(s)
-    j_idx = torch.arange(s, device=device).repeat(len(obs))
-    logp_old = _log_probs(actor, obs, chain, env_idx, j_idx, exec_mask)
-    actor.train()
     stats: dict[str, list[float]] = {"pg_loss": [], "v_loss": [], "kl": [], "clip_frac": [],
                                      "bc": []}
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(len(env_idx), device=device, generator=gen)
-        for start in range(0, len(perm), cfg.minibatch):
-            mb = perm[start:start + cfg.minibatch]
-            e, j = env_idx[mb], j_idx[mb]
+    # The critic first, on environment steps: it is small and cheap, and good advantages need
+    # many more critic steps than the actor takes.
+    for _ in range(cfg.critic_epochs):
+        perm = torch.randperm(len(obs), device=device, generator=gen)
+        for start in range(0, len(perm), cfg.critic_minibatch):
+            e = perm[start:start + cfg.critic_minibatch]
             v_loss = value_loss(critic(obs[e]), returns[e])
             critic_opt.zero_grad(set_to_none=True)
             v_loss.backward()
             nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
             critic_opt.step()
             stats["v_loss"].append(v_loss.item())
-            if not train_actor:
-                continue
+    if not train_actor:
+        return stats
+    s = chain.shape[1] - 1
+    env_idx = torch.arange(len(obs), device=device).repeat_interleave(s)
+    j_idx = torch.arange(s, device=device).repeat(len(obs))
+    logp_old = _log_probs(actor, obs, chain, env_idx, j_idx, exec_mask)
+    actor.train()
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(env_idx), device=device, generator=gen)
+        for start in range(0, len(perm), cfg.minibatch):
+            mb = perm[start:start + cfg.minibatch]
+            e, j = env_idx[mb], j_idx[mb]
             logp = actor.log_prob(obs[e], chain[e, j], chain[e, j + 1], j,
                                   exec_mask.expand(len(mb), -1))
             a = normalize_advantages(adv[e]) * discount[j]
