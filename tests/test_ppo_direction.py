@@ -87,3 +87,31 @@ def test_ppo_update_raises_the_bandit_success_rate(method: str) -> None:
         ppo_update(actor, critic, actor_opt, critic_opt, obs, chain, reward - value, reward,
                    clips, discount, mask, cfg, gen)
     assert rates[-1] > rates[0] + 0.2, rates
+
+
+def test_curriculum_widens_by_ten_percent_at_ninety_percent_success() -> None:
+    from learning.rl.finetune import curriculum_step
+
+    on = FinetuneConfig(policy=Path("p"), out=Path("o"), curriculum=True)
+    off = FinetuneConfig(policy=Path("p"), out=Path("o"))
+    assert curriculum_step(1.0, 0.9, 40, on) == pytest.approx(1.1)
+    assert curriculum_step(1.1, 0.95, 40, on) == pytest.approx(1.21)
+    assert curriculum_step(1.0, 0.89, 40, on) == 1.0        # below the threshold
+    assert curriculum_step(1.0, 1.0, 0, on) == 1.0          # no episode ended
+    assert curriculum_step(1.0, float("nan"), 0, on) == 1.0
+    assert curriculum_step(1.0, 1.0, 40, off) == 1.0        # curriculum off
+    assert curriculum_step(3.9, 1.0, 40, on) == 3.9         # 4.29 would pass max_widen 4
+
+
+def test_widened_start_ranges_reach_the_environment() -> None:
+    """What the curriculum writes into the task config is what the next reset samples."""
+    from robot_io.env import BatchedEnv
+    from robot_io.tasks import default_config
+
+    env = BatchedEnv("box_pickup", 64, threads=1, seed=0)
+    env.task.config = default_config("box_pickup").widened(2.0)
+    env.reset()
+    heading = env.reset_params["start_heading_rad"]
+    nominal = default_config("box_pickup").start.heading_rad
+    assert float(heading.abs().max()) > nominal.hi  # beyond the nominal +-0.35 rad
+    assert float(heading.abs().max()) <= 2 * nominal.hi + 1e-9

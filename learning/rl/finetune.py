@@ -140,6 +140,17 @@ def clip_schedule(steps: int, first: float, last: float) -> Tensor:
     return (first * (last / first) ** j).to(torch.float32)
 
 
+def curriculum_step(widen: float, success_rate: float, episodes: int,
+                    cfg: FinetuneConfig) -> float:
+    """The start-range factor for the next iteration: widened by `widen_factor` when the
+    curriculum is on, some episodes ended, success reached `curriculum_success` and the result
+    stays within `max_widen`; else unchanged."""
+    if not cfg.curriculum or episodes == 0 or not success_rate >= cfg.curriculum_success:
+        return widen
+    wider = widen * cfg.widen_factor
+    return wider if wider <= cfg.max_widen + 1e-9 else widen
+
+
 def denoise_discount(steps: int, gamma_denoise: float) -> Tensor:
     """(S,) advantage weight per transition: gamma^(S-1-j), 1 for the final one."""
     return gamma_denoise ** torch.arange(steps - 1, -1, -1, dtype=torch.float32)
@@ -323,9 +334,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
                 writer.add_scalar(f"finetune/{key}", value, iteration)
         with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if (cfg.curriculum and len(succ) and rate >= cfg.curriculum_success
-                and widen * cfg.widen_factor <= cfg.max_widen + 1e-9):
-            widen *= cfg.widen_factor
+        new_widen = curriculum_step(widen, rate, len(succ), cfg)
+        if new_widen != widen:
+            widen = new_widen
             env.task.config = default_config(task).widened(widen)
             log(f"curriculum: success {rate:.2f} >= {cfg.curriculum_success}, start ranges "
                 f"widened to x{widen:.3f}")
