@@ -53,7 +53,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     cfg = with_overrides(cfg, iterations=args.iterations, worlds=args.worlds,
                          steps_per_iter=args.steps_per_iter, widen=args.widen,
                          ft_steps=args.ft_steps, bc_coef=args.bc_coef, epochs=args.epochs,
-                         minibatch=args.minibatch, actor_lr=args.actor_lr)
+                         minibatch=args.minibatch, actor_lr=args.actor_lr,
+                         min_sampling_std=args.min_std, min_logprob_std=args.min_std)
     planner = finetune(cfg, progress=not args.no_progress)
     m = planner.meta.get("metrics", {})
     print(f"{args.out}: {cfg.method} after {m.get('iteration')} iterations: training success "
@@ -112,6 +113,8 @@ def add_learning_parsers(sub: argparse._SubParsersAction,
                    help="widen the start ranges by 10%% whenever success reaches 90%%")
     p.add_argument("--ft-steps", type=int, help="K', fine-tuned denoising steps (default 10)")
     p.add_argument("--bc-coef", type=float, help="BC regulariser weight (default 0)")
+    p.add_argument("--min-std", type=float,
+                   help="floor on the sampling and log-prob std of a denoising step (default 0.1)")
     p.add_argument("--epochs", type=int, help="PPO epochs per iteration (default 4)")
     p.add_argument("--minibatch", type=int, help="PPO minibatch size in (env step x transition) samples (default 5000)")
     p.add_argument("--actor-lr", type=float, help="actor learning rate (default 1e-4)")
