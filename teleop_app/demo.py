@@ -89,12 +89,12 @@ def demo_pipeline(out_dir: Path, progress: bool = True) -> str:
                             steps_per_iter=FINETUNE_STEPS_PER_ITER), progress=progress)
     after = evaluate_run(runs / "dppo", "finetuned")
     return "\n".join([
-        f"box pickup, DiT pre-trained on {PIPELINE_DEMOS} heuristic demonstrations: success "
-        f"{before.success_rate:.0%} over {before.episodes} episodes",
-        f"after {FINETUNE_ITERATIONS} DPPO iterations: success {after.success_rate:.0%} over "
-        f"{after.episodes} episodes",
-        f"reports and plots: {evals / 'pretrained'} and {evals / 'finetuned'}; fine-tuning "
-        f"curve {runs / 'dppo' / 'success_curve.png'}; TensorBoard logs under {runs}"])
+        (f"box pickup, DiT pre-trained on {PIPELINE_DEMOS} heuristic demonstrations: success "
+         f"{before.success_rate:.0%} over {before.episodes} episodes"),
+        (f"after {FINETUNE_ITERATIONS} DPPO iterations: success {after.success_rate:.0%} over "
+         f"{after.episodes} episodes"),
+        (f"reports and plots: {evals / 'pretrained'} and {evals / 'finetuned'}; fine-tuning "
+         f"curve {runs / 'dppo' / 'success_curve.png'}; TensorBoard logs under {runs}")])
 
 
 def run_demo(out_dir: str | Path, progress: bool = True) -> None:

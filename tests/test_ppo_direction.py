@@ -19,8 +19,7 @@ import torch
 from learning.diffusion.networks import NetConfig
 from learning.diffusion.policy import DiffusionPolicy, PolicyConfig, RegressorPolicy
 from learning.rl.actors import DiffusionActor, MeanRevertingActor, ResidualActor
-from learning.rl.finetune import (Critic, FinetuneConfig, clip_schedule, denoise_discount,
-                                  ppo_update)
+from learning.rl.finetune import Critic, FinetuneConfig, clip_schedule, denoise_discount, ppo_update
 from learning.rl.residual import ResidualPolicy
 
 OBS_DIM, ACT_DIM = 3, 2
