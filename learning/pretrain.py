@@ -262,7 +262,7 @@ def _width(episode, key: str, dataset: Dataset) -> int:
 
 def _config_dict(cfg: PretrainConfig) -> dict:
     d = asdict(cfg)
-    d["data"], d["out"] = str(cfg.data), str(cfg.out)
+    d["data"], d["out"] = str(Path(cfg.data).resolve()), str(cfg.out)  # resumable from anywhere
     return d
 
 

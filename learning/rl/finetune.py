@@ -217,6 +217,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         stored = state.train_meta["config"]
         stored.update(iterations=max(cfg.iterations, stored["iterations"]), device=cfg.device,
                       threads=cfg.threads)
+        if Path(cfg.policy).resolve() != Path(stored["policy"]).resolve():
+            log(f"note: {out} continues from its own base policy {stored['policy']}, not "
+                f"{cfg.policy}; choose a new --out to fine-tune another policy")
         cfg = FinetuneConfig(**{**stored, "policy": Path(stored["policy"]), "out": out})
         log(f"resuming {out} at iteration {state.train_meta['iteration']} of {cfg.iterations}")
     device = torch.device(cfg.device)
@@ -262,7 +265,8 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         tensors = {**module_tensors(critic, "critic"), **a_t, **c_t,
                    **{f"scaler.{k}": v for k, v in scaler.stats.state().items()},
                    "rng": gen.get_state().cpu()}
-        meta = {"config": {**asdict(cfg), "policy": str(cfg.policy), "out": str(cfg.out)},
+        meta = {"config": {**asdict(cfg), "policy": str(Path(cfg.policy).resolve()),
+                           "out": str(cfg.out)},
                 "iteration": iteration, "widen": widen, "history": history,
                 "actor_opt": a_meta, "critic_opt": c_meta}
         planner.meta["finetune"].update(iterations=iteration, widen=widen)
