@@ -76,7 +76,9 @@ def demo_pipeline(out_dir: Path, progress: bool = True) -> str:
 
     def evaluate_run(run: Path, name: str):
         planner = Planner.load(run)
+        # Both with DDPM, the sampler DPPO fine-tunes, so that the two rates compare.
         result = evaluate(PIPELINE_TASK, lambda env: PolicySource(planner, env.num_worlds,
+                                                                  sampler="ddpm",
                                                                   robot=env.robot),
                           episodes=EVAL_EPISODES, worlds=PIPELINE_WORLDS, seed=EVAL_SEED,
                           out_dir=evals / name, progress=progress, label=name)
@@ -89,7 +91,7 @@ def demo_pipeline(out_dir: Path, progress: bool = True) -> str:
                             steps_per_iter=FINETUNE_STEPS_PER_ITER), progress=progress)
     after = evaluate_run(runs / "dppo", "finetuned")
     return "\n".join([
-        (f"box pickup, DiT pre-trained on {PIPELINE_DEMOS} heuristic demonstrations: success "
+        (f"box pickup, DiT pre-trained on {PIPELINE_DEMOS} heuristic demonstrations: success (DDPM) "
          f"{before.success_rate:.0%} over {before.episodes} episodes"),
         (f"after {FINETUNE_ITERATIONS} DPPO iterations: success {after.success_rate:.0%} over "
          f"{after.episodes} episodes"),
