@@ -64,11 +64,12 @@ class PolicySource:
         self.tick[ids] = 0
 
     def next_command(self, obs: Observation) -> Command:
-        feat = self.planner.obs_spec.observe(obs)
         fresh = self.fresh
+        on_period = (self.tick % self.period == 0) & ~fresh
+        # Features only on the ticks that use them (1 in `period`), not on every control tick.
+        feat = self.planner.obs_spec.observe(obs) if bool((fresh | on_period).any()) else None
         if bool(fresh.any()):
             self.hist[fresh] = feat[fresh].unsqueeze(1).expand(-1, self.hist.shape[1], -1)
-        on_period = (self.tick % self.period == 0) & ~fresh
         if bool(on_period.any()):
             self.hist[on_period] = torch.cat([self.hist[on_period, 1:],
                                               feat[on_period].unsqueeze(1)], dim=1)

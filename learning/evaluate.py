@@ -36,7 +36,7 @@ from robot_io.env import BatchedEnv
 from robot_io.math3d import quat_angle, quat_rotate
 from robot_io.protocols import CommandSource
 from robot_io.session import EpisodeEnd, EpisodeStart, Session, StepRecord
-from robot_io.sim.render import WorldRenderer
+from robot_io.sim.render import WorldRenderer, write_bytes_atomic
 from robot_io.tasks import TaskConfig
 
 SourceFactory = Callable[[BatchedEnv], CommandSource]
@@ -354,26 +354,12 @@ def evaluate(task: str, make_source: SourceFactory, episodes: int = 100, worlds:
         files["video"] = "episodes.mp4"
     files["report"] = "eval.json"
     report = dataclasses.replace(report, files=files)
-    _write_atomic(out_dir / "eval.json",
+    write_bytes_atomic(out_dir / "eval.json",
                   json.dumps(report.to_dict(), indent=1).encode() + b"\n")
     return report
 
 
 # -- files --------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_plots(report: EvalReport, out_dir: Path) -> dict[str, str]:
     """success.png, completion_time.png and tracking.png in `out_dir`; returns their names."""
     # The Agg canvas directly, not pyplot: no global backend switch in a process that may
@@ -384,7 +370,7 @@ def write_plots(report: EvalReport, out_dir: Path) -> dict[str, str]:
     def save(fig: Figure, name: str) -> str:
         fig.tight_layout()
         buf = _png_bytes(FigureCanvasAgg(fig))
-        _write_atomic(out_dir / name, buf)
+        write_bytes_atomic(out_dir / name, buf)
         return name
 
     title = f"{report.task} {report.label}".strip()

@@ -43,7 +43,7 @@ from learning.checkpoint import (
     optimizer_to_tensors,
 )
 from learning.diffusion.policy import DiffusionPolicy, RegressorPolicy
-from learning.features import ACTION_DIM
+from learning.features import ACTION_DIM, ObsSpec
 from learning.planner import Planner
 from learning.rl.actors import DiffusionActor, MeanRevertingActor, ResidualActor
 from learning.rl.ppo import (
@@ -252,7 +252,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
     task_config = default_config(task).widened(widen)
     env = BatchedEnv(task, cfg.worlds, threads=cfg.threads, seed=cfg.seed + 1000 * iteration,
                      task_config=task_config)
-    planner.check_compatible(_obs_spec(env), env.robot, f"fine-tuning on {task}")
+    planner.check_compatible(ObsSpec.of(env.observe()), env.robot, f"fine-tuning on {task}")
     cenv = ChunkEnv(env, ReferenceController(env), planner.obs_spec, pcfg.obs_horizon,
                     pcfg.act_steps, pcfg.action_period_ticks)
     hist = cenv.reset()
@@ -433,11 +433,6 @@ def _log_probs(actor: nn.Module, obs: Tensor, chain: Tensor, env_idx: Tensor, j_
         out.append(actor.log_prob(obs[e], chain[e, j], chain[e, j + 1], j,
                                   mask.expand(len(e), -1)))
     return torch.cat(out)
-
-
-def _obs_spec(env):
-    from learning.features import ObsSpec
-    return ObsSpec.of(env.observe())
 
 
 def plot_curve(history: list[dict], path: Path, label: str) -> None:

@@ -11,6 +11,7 @@ unset (headless; see README "Headless rendering" and `robot_io.sim.gl_setup`).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import uuid
@@ -212,6 +213,13 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got shape {image.shape} "
                          f"dtype {image.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` atomically (temporary file, fsync, rename); creates parents."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name next to the target (same file system, so the rename is atomic); opened
@@ -219,7 +227,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "xb") as f:
-            Image.fromarray(image).save(f, format="PNG")
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
