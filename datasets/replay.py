@@ -6,7 +6,8 @@ the recorded initial state (integration state and per-world model fields). Two m
 - "targets" (default, exact): each tick applies the recorded joint targets, gripper targets and
   harness pose, the simulator's inputs; `mujoco.batch` is bit-identical whatever the batch, so on
   the same machine the replay reproduces the recording exactly.
-- "controller": the recorded commands go through a fresh controller of the recorded kind. The
+- "controller": the recorded commands go through a fresh controller of the recorded kind (or
+  of the kind asked for: e.g. a reference-controller episode through the learned one). The
   controller's torch arithmetic may round differently in a batch of one than in the batch that
   recorded the episode, and contact dynamics amplify such differences, so this mode reproduces
   the recording to round-off for a while and then drifts; it shows what the controller does with
@@ -24,8 +25,10 @@ import torch
 
 from datasets.dataset import Dataset
 from datasets.errors import DatasetError
-from robot_io.control.reference import ReferenceController
+from robot_io.control import REGISTRY as CONTROLLERS
+from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
+from robot_io.protocols import Controller
 from robot_io.tasks import REGISTRY
 from robot_io.types import Command, HarnessTarget, JointTargets
 
@@ -59,18 +62,23 @@ class ReplayReport:
     worst_field: str
     recorded_success: bool
     replayed_success: bool
+    controller: str = ""  # the controller the commands went through ("" in targets mode)
 
 
-def _controller(kind: str, env: BatchedEnv) -> ReferenceController:
-    if kind != "reference":
-        raise DatasetError(f"episode was recorded with controller {kind!r}; replay supports "
-                           f"'reference' (the learned controller arrives with its runtime)")
-    return ReferenceController(env)
+def _controller(kind: str, choice: ControllerChoice | None, env: BatchedEnv) -> Controller:
+    """The asked-for controller, else a default one of the recorded kind."""
+    if choice is None:
+        if kind not in CONTROLLERS:
+            raise DatasetError(f"episode was recorded with controller {kind!r}, unknown here; "
+                               f"known controllers: {', '.join(sorted(CONTROLLERS))}")
+        choice = ControllerChoice(kind)
+    return choice.build(env)
 
 
 def replay_episode(path: str | Path, episode_id: int, frame_sink: FrameSink | None = None,
                    render_every: int = 1, width: int = 640, height: int = 480,
-                   mode: str = "targets") -> ReplayReport:
+                   mode: str = "targets", controller: ControllerChoice | None = None
+                   ) -> ReplayReport:
     """Replay one episode of the dataset at `path`.
 
     Args:
@@ -80,13 +88,18 @@ def replay_episode(path: str | Path, episode_id: int, frame_sink: FrameSink | No
         frame_sink: called with (tick, image) for rendered frames, or None to skip rendering.
         render_every: render one tick in this many.
         width, height: frame size.
+        controller: in "controller" mode, the controller to use (default: one of the recorded
+            kind; a learned one with the shipped weights).
 
     Raises:
         DatasetError: the episode lacks simulator state (e.g. it was imported) or names an
             unknown task or controller.
+        PolicySpecError: the learned controller's weights are missing, damaged or unfit.
     """
     if mode not in MODES:
         raise ValueError(f"unknown replay mode {mode!r}; modes: {', '.join(MODES)}")
+    if controller is not None and mode != "controller":
+        raise ValueError("a controller applies to replay mode 'controller' only")
     dataset = Dataset.open(path)
     episode = dataset.episode(episode_id)
     attrs, arrays = episode.attrs, episode.arrays
@@ -96,14 +109,14 @@ def replay_episode(path: str | Path, episode_id: int, frame_sink: FrameSink | No
     if attrs.task not in REGISTRY:
         raise DatasetError(f"episode {episode_id} is of task {attrs.task!r}, unknown here; known "
                            f"tasks: {', '.join(sorted(REGISTRY))}")
-    task_cls, factory = REGISTRY[attrs.task]
+    _, factory = REGISTRY[attrs.task]
     config = type(factory()).from_dict(attrs.task_config)
     env = BatchedEnv(attrs.task, num_worlds=1, threads=1, task_config=config,
                      robot=dataset.robot_spec)
     fields = {key.split("/", 2)[2]: value[None] for key, value in arrays.items()
               if key.startswith("sim/model_fields/")}
     obs = env.restore(torch.tensor([0]), arrays["sim/state"][:1], fields)
-    controller = _controller(attrs.controller, env) if mode == "controller" else None
+    low_level = _controller(attrs.controller, controller, env) if mode == "controller" else None
     renderer = None
     if frame_sink is not None:
         from robot_io.sim.render import WorldRenderer
@@ -120,10 +133,10 @@ def replay_episode(path: str | Path, episode_id: int, frame_sink: FrameSink | No
                     worst_obs, worst_field = gap, name
             if renderer is not None and t % render_every == 0:
                 frame_sink(t, renderer.render(0))
-            if controller is not None:
+            if low_level is not None:
                 cmd = Command(*(_row(arrays, f"command/{name}", t)
                                 for name in Command.field_names()))
-                env.apply(controller.step(cmd, obs))
+                env.apply(low_level.step(cmd, obs))
             else:
                 env.apply(_recorded_targets(arrays, t))
             obs = env.observe()
@@ -134,4 +147,6 @@ def replay_episode(path: str | Path, episode_id: int, frame_sink: FrameSink | No
     return ReplayReport(episode_id=episode_id, steps=int(attrs.length),
                         max_obs_divergence=worst_obs, max_state_divergence=worst_state,
                         worst_field=worst_field, recorded_success=bool(attrs.success),
-                        replayed_success=success)
+                        replayed_success=success,
+                        controller="" if low_level is None else
+                        (controller.name if controller is not None else attrs.controller))

@@ -5,12 +5,13 @@
     print(report.format())
 
 The source (a heuristic planner, a scripted source, the deployed diffusion policy) runs through
-the reference controller in the shared session loop. An `EvalMetrics` observer accumulates, per
-episode and batched over worlds, how closely the achieved hand poses follow the commanded ones
-and how fast the hands move. Tracking is judged one tick late: the command of tick t is compared
-with the observation that opens tick t+1, which the observer sees in the next `StepRecord`.
-A world whose episode ended was reset before that observation, so the final tick of every
-episode is dropped rather than compared with a fresh episode's start.
+a low-level controller (the reference one by default, or the learned one: `ControllerChoice`)
+in the shared session loop. An `EvalMetrics` observer accumulates, per episode and batched over
+worlds, how closely the achieved hand poses follow the commanded ones and how fast the hands
+move. Tracking is judged one tick late: the command of tick t is compared with the observation
+that opens tick t+1, which the observer sees in the next `StepRecord`. A world whose episode
+ended was reset before that observation, so the final tick of every episode is dropped rather
+than compared with a fresh episode's start.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from robot_io.control.reference import ReferenceController
+from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
 from robot_io.math3d import quat_angle, quat_rotate
 from robot_io.protocols import CommandSource
@@ -198,6 +199,8 @@ class EvalReport:
             time_s and the episode's hand_pos_err_m, hand_rot_err_rad, ee_speed_mps.
         end_reasons: episodes per end reason (success, timeout, unstable).
         policy_latency: the source's `latency_summary()`, when it has one.
+        controller: the low-level controller's name ("reference" or "learned").
+        controller_latency: the controller's `latency_summary()`, when it has one.
         files: what was written, by kind, as names relative to the output folder.
     """
 
@@ -219,6 +222,8 @@ class EvalReport:
     seed: int
     worlds: int
     policy_latency: dict | None = None
+    controller: str = "reference"
+    controller_latency: dict | None = None
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -242,9 +247,11 @@ class EvalReport:
             f"end-effector speed: mean {self.ee_speed_mps_mean:.3f} m/s",
         ]
         if self.policy_latency:
-            lines.append("policy latency: " + ", ".join(
-                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in self.policy_latency.items()))
+            lines.append("policy latency: " + _format_latency(self.policy_latency))
+        if self.controller != "reference":
+            lines.append(f"controller {self.controller}" + (
+                f", latency per tick: {_format_latency(self.controller_latency)}"
+                if self.controller_latency else ""))
         lines.append(f"wall time {self.wall_s:.1f} s; worlds in parallel {self.worlds}, "
                      f"seed {self.seed}")
         return "\n".join(lines)
@@ -294,12 +301,17 @@ def build_report(metrics: EvalMetrics, task: str, label: str, wall_s: float, see
         policy_latency=policy_latency)
 
 
+def _format_latency(summary: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in summary.items())
+
+
 # -- evaluation ---------------------------------------------------------------------------------
 def evaluate(task: str, make_source: SourceFactory, episodes: int = 100, worlds: int = 16,
              seed: int = 0, task_config: TaskConfig | None = None, threads: int = 0,
              out_dir: Path | None = None, video_episodes: int = 0, progress: bool = True,
-             label: str = "") -> EvalReport:
-    """Run `episodes` episodes of `task` with the source `make_source(env)` and the reference
+             label: str = "", controller: ControllerChoice | None = None) -> EvalReport:
+    """Run `episodes` episodes of `task` with the source `make_source(env)` and a low-level
     controller, `worlds` at a time (at most `episodes`), each ending at its first success.
 
     Args:
@@ -313,9 +325,11 @@ def evaluate(task: str, make_source: SourceFactory, episodes: int = 100, worlds:
         video_episodes: also record this many episodes of one world as out_dir/episodes.mp4.
         progress: show a progress bar.
         label: names the evaluated source in the report.
+        controller: the low-level controller (default: the reference controller).
 
     Raises:
         ValueError: episodes or worlds < 1, video_episodes < 0 or without out_dir, unknown task.
+        PolicySpecError: the learned controller's weights are missing, damaged or unfit.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -325,8 +339,10 @@ def evaluate(task: str, make_source: SourceFactory, episodes: int = 100, worlds:
         raise ValueError(f"video_episodes must be 0 or more, got {video_episodes}")
     if video_episodes and out_dir is None:
         raise ValueError("a video needs an output folder: give out_dir")
+    controller = controller or ControllerChoice()
     started = time.perf_counter()
     env = BatchedEnv(task, min(worlds, episodes), threads, seed, task_config)
+    low_level = controller.build(env)
     source = make_source(env)
     bar = tqdm(total=episodes, unit="ep", disable=not progress, dynamic_ncols=True)
 
@@ -335,7 +351,7 @@ def evaluate(task: str, make_source: SourceFactory, episodes: int = 100, worlds:
         bar.set_postfix(success=f"{sum(e['success'] for e in m.episodes) / len(m.episodes):.0%}")
 
     metrics = EvalMetrics(env.num_worlds, env.control_dt_s, on_end=show)
-    session = Session(env, source, ReferenceController(env), observers=[metrics])
+    session = Session(env, source, low_level, observers=[metrics])
     try:
         session.run(episodes, stop_on_success=True)
     finally:
@@ -343,6 +359,10 @@ def evaluate(task: str, make_source: SourceFactory, episodes: int = 100, worlds:
     latency = getattr(source, "latency_summary", None)
     report = build_report(metrics, task, label, time.perf_counter() - started, seed,
                           env.num_worlds, latency() if callable(latency) else None)
+    ctrl_latency = getattr(low_level, "latency_summary", None)
+    report = dataclasses.replace(report, controller=controller.name,
+                                 controller_latency=ctrl_latency() if callable(ctrl_latency)
+                                 else None)
     if out_dir is None:
         return report
     out_dir = Path(out_dir)
@@ -350,7 +370,7 @@ def evaluate(task: str, make_source: SourceFactory, episodes: int = 100, worlds:
     files = write_plots(report, out_dir)
     if video_episodes:
         record_video(task, make_source, video_episodes, out_dir / "episodes.mp4", seed=seed,
-                     task_config=task_config, threads=threads)
+                     task_config=task_config, threads=threads, controller=controller)
         files["video"] = "episodes.mp4"
     files["report"] = "eval.json"
     report = dataclasses.replace(report, files=files)
@@ -418,7 +438,8 @@ def _png_bytes(canvas: Any) -> bytes:
 
 def record_video(task: str, make_source: SourceFactory, episodes: int, path: Path,
                  seed: int = 0, task_config: TaskConfig | None = None, threads: int = 0,
-                 size: tuple[int, int] = VIDEO_SIZE) -> Path:
+                 size: tuple[int, int] = VIDEO_SIZE,
+                 controller: ControllerChoice | None = None) -> Path:
     """Run `episodes` episodes in one fresh world and write them as an MP4 (every 2nd tick).
 
     Raises:
@@ -427,8 +448,9 @@ def record_video(task: str, make_source: SourceFactory, episodes: int, path: Pat
     import imageio.v2 as imageio
 
     env = BatchedEnv(task, 1, threads, seed, task_config)
+    low_level = (controller or ControllerChoice()).build(env)
     source = make_source(env)
-    session = Session(env, source, ReferenceController(env))
+    session = Session(env, source, low_level)
     fps = round(1.0 / (env.control_dt_s * VIDEO_RENDER_EVERY))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.partial.mp4")
     try:

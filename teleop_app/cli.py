@@ -11,13 +11,19 @@
     refine-dp dataset export DIR --format robomimic|lerobot --out PATH [--fps F]
     refine-dp dataset import FILE --format robomimic --out DIR
     refine-dp collect --task NAME --source heuristic|scripted --episodes N --worlds M --out DIR
-                      [--keep-failures] [--seed S] [--threads T] [--no-progress]
+                      [--keep-failures] [--seed S] [--threads T] [--no-progress] [CONTROLLER]
     refine-dp replay DIR --episode ID [--video FILE.mp4 | --frames DIR] [--mode targets|controller]
-    refine-dp bench planners [--tasks T...] [--episodes N] [--worlds M] [--seed S]
+                     [CONTROLLER]
+    refine-dp bench planners [--tasks T...] [--episodes N] [--worlds M] [--seed S] [CONTROLLER]
     refine-dp pretrain | finetune | bench policy   (see teleop_app/learn_cli.py)
     refine-dp eval (--policy RUN | --source heuristic|scripted) --task NAME [--episodes N]
                    [--worlds M] [--seed S] [--out DIR] [--video N] [--threads T]
                    [--sampler ddim|ddpm] [--device D] [--widen F] [--json] [--no-progress]
+                   [CONTROLLER]
+
+CONTROLLER: [--controller reference|learned] [--controller-weights DIR]
+[--controller-runtime torch|onnx] (`teleop_app.controller_args`): the low-level controller,
+reference by default (replay: the recorded one).
 
 `dataset validate` exits with 1 when it finds problems (each printed on its own line).
 Bad input (a `RefineDpError` or `ValueError`) ends with `refine-dp: error: <message>` on stderr
@@ -36,6 +42,7 @@ from typing import TYPE_CHECKING
 
 from robot_io.errors import RefineDpError
 from robot_io.sim.gl_setup import check_mujoco_gl
+from teleop_app.controller_args import add_controller_args, controller_choice
 from teleop_app.learn_cli import add_learning_parsers
 
 if TYPE_CHECKING:  # mujoco is imported inside the handlers only (see above)
@@ -162,16 +169,20 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
     report = collect(args.task, args.source, args.episodes, args.worlds, args.out,
                      keep_failures=args.keep_failures, seed=args.seed, threads=args.threads,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, controller=controller_choice(args))
     print(format_report(report))
 
 
 def cmd_replay(args: argparse.Namespace) -> None:
     from teleop_app.replay_video import replay_to_media
 
+    choice = controller_choice(args)
+    if choice is not None and args.mode != "controller":
+        raise ValueError("--controller applies to --mode controller only")
     report = replay_to_media(args.dir, args.episode, video=args.video, frames=args.frames,
-                             mode=args.mode)
-    print(f"episode {report.episode_id}: {report.steps} ticks re-simulated ({args.mode}); "
+                             mode=args.mode, controller=choice)
+    how = f"{args.mode}, {report.controller}" if report.controller else args.mode
+    print(f"episode {report.episode_id}: {report.steps} ticks re-simulated ({how}); "
           f"largest divergence from the recording: observation {report.max_obs_divergence:.3g}"
           f" ({report.worst_field or '-'}), simulator state {report.max_state_divergence:.3g}; "
           f"success recorded {report.recorded_success}, replayed {report.replayed_success}")
@@ -181,7 +192,7 @@ def cmd_bench_planners(args: argparse.Namespace) -> None:
     from planners.heuristic.bench import bench_planners
 
     result = bench_planners(args.tasks, episodes=args.episodes, worlds=args.worlds,
-                            seed=args.seed)
+                            seed=args.seed, controller=controller_choice(args))
     print(json.dumps(result, indent=1) if args.json else _planner_lines(result))
 
 
@@ -204,6 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise ValueError("--widen does not apply to --source scripted: the scripts are written "
                          "for the nominal start")
     config = default_config(args.task)  # the unknown-task error, before any work
+    controller = controller_choice(args)
     if args.widen is not None:
         config = config.widened(args.widen)
     if args.source == "scripted":
@@ -212,7 +224,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("out") / "eval" / f"{args.task}-{label}"
     report = evaluate(args.task, make_source, episodes=args.episodes, worlds=args.worlds,
                       seed=args.seed, task_config=config, threads=args.threads, out_dir=out,
-                      video_episodes=args.video, progress=not args.no_progress, label=label)
+                      video_episodes=args.video, progress=not args.no_progress, label=label,
+                      controller=controller)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
         return
@@ -278,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_sim)
 
     p = bench.add_parser("planners", help="heuristic planners' success rate (reference ctrl)")
+    add_controller_args(p)
     p.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all)")
     p.add_argument("--episodes", type=int, default=200, help="episodes per task (default 200)")
     p.add_argument("--worlds", type=int, default=50, help="worlds in parallel (default 50)")
@@ -299,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=0, help="physics threads (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_controller_args(p)
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("replay", help="re-simulate a recorded episode, report the divergence")
@@ -310,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="targets", choices=("targets", "controller"),
                    help="replay the recorded joint targets (exact, default) or the commands "
                         "through the controller")
+    add_controller_args(p, default=None)
     p.set_defaults(func=cmd_replay)
 
     add_learning_parsers(sub, bench)
@@ -345,6 +361,7 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="scale the task's start ranges by FACTOR (curriculum)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_controller_args(p)
     p.set_defaults(func=cmd_eval)
 
 

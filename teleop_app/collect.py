@@ -20,7 +20,7 @@ from tqdm import tqdm
 from datasets.dataset import Dataset
 from datasets.recorder import EpisodeRecorder
 from planners.scripted import make_scripted_source
-from robot_io.control.reference import ReferenceController
+from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
 from robot_io.protocols import CommandSource
 from robot_io.session import EpisodeEnd, EpisodeStart, Session, StepRecord
@@ -119,8 +119,12 @@ def make_source(kind: str, task: str, num_worlds: int, seed: int) -> CommandSour
 
 def collect(task: str, source: str, episodes: int, worlds: int, out: str | Path,
             keep_failures: bool = False, seed: int = 0, threads: int = 0,
-            progress: bool = True) -> CollectReport:
-    """Collect until the dataset at `out` holds `episodes` successful episodes of `task`."""
+            progress: bool = True, controller: ControllerChoice | None = None) -> CollectReport:
+    """Collect until the dataset at `out` holds `episodes` successful episodes of `task`.
+
+    `controller` is the low-level controller (default: the reference one); the episodes record
+    its name as their `controller` attribute.
+    """
     if episodes < 1 or worlds < 1:
         raise ValueError(f"episodes and worlds must be at least 1, got {episodes} and {worlds}")
     dataset = Dataset.create(out, default_robot_spec())
@@ -132,15 +136,16 @@ def collect(task: str, source: str, episodes: int, worlds: int, out: str | Path,
     if source == "scripted":
         config = config.nominal()  # the scripts are written for the nominal start
     command_source = make_source(source, task, worlds, run_seed)
+    choice = controller or ControllerChoice()
     started = time.perf_counter()
     env = BatchedEnv(task, num_worlds=worlds, threads=threads, seed=run_seed, task_config=config)
-    controller = ReferenceController(env)
-    recorder = EpisodeRecorder(dataset, task=task, source=source, controller="reference",
+    low_level = choice.build(env)
+    recorder = EpisodeRecorder(dataset, task=task, source=source, controller=choice.name,
                                seed=run_seed, control_dt_s=env.control_dt_s,
                                task_config=config.to_dict(), keep_failures=keep_failures)
     budget = SuccessBudget(recorder, max(0, episodes - have))
     bar = ProgressBar(episodes, min(have, episodes), enabled=progress)
-    session = Session(env, command_source, controller, observers=[budget, bar],
+    session = Session(env, command_source, low_level, observers=[budget, bar],
                       first_episode_id=first_id)
     try:
         run = len(session.run(done_when=lambda: budget.spent).success) if not budget.spent else 0

@@ -3,7 +3,8 @@
     refine-dp pretrain --data DIR --backbone dit|mlp|mlp-regressor --out RUN [--episodes N]
                        [--steps S] [--batch-size B] [--lr LR] [--eval-every N] [--device D] ...
     refine-dp finetune --policy RUN --method dppo|mlp-ft|residual --out RUN2 [--task NAME]
-                       [--iterations N] [--worlds M] [--widen F] [--curriculum] ...
+                       [--iterations N] [--worlds M] [--widen F] [--curriculum]
+                       [--controller reference|learned] [--controller-weights DIR] ...
     refine-dp bench policy [--policy RUN] [--calls 100] [--sampler ddim|ddpm]
 
 An existing run folder is resumed, so re-running a killed command continues where it stopped.
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from teleop_app.controller_args import add_controller_args, controller_choice
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -47,9 +50,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    choice = controller_choice(args)
     cfg = FinetuneConfig(policy=Path(args.policy), out=Path(args.out), method=args.method,
                          task=args.task, curriculum=args.curriculum, seed=args.seed,
-                         threads=args.threads, device=args.device)
+                         threads=args.threads, device=args.device, controller=choice.name,
+                         controller_weights=choice.weights, controller_runtime=choice.runtime)
     cfg = with_overrides(cfg, iterations=args.iterations, worlds=args.worlds,
                          steps_per_iter=args.steps_per_iter, widen=args.widen,
                          ft_steps=args.ft_steps, bc_coef=args.bc_coef, epochs=args.epochs,
@@ -122,6 +127,7 @@ def add_learning_parsers(sub: argparse._SubParsersAction,
     p.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
     p.add_argument("--threads", type=int, default=0, help="physics and torch threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_controller_args(p)
     p.set_defaults(func=cmd_finetune)
 
     p = bench.add_parser("policy", help="planner latency per chunk at batch 1 (CPU)")

@@ -56,6 +56,7 @@ from learning.rl.ppo import (
 )
 from learning.rl.residual import ResidualPolicy
 from learning.rl.rollout import ChunkEnv
+from robot_io.control import ControllerChoice
 from robot_io.tasks import default_config, task_names
 
 METHODS = ("dppo", "mlp-ft", "residual")
@@ -75,6 +76,8 @@ class FinetuneConfig:
         ft_steps: K', the fine-tuned denoising steps (DPPO).
         clip_first, clip_last: PPO clip of the noisiest and of the final transition.
         gamma: discount per executed chunk; gamma_denoise: per transition.
+        controller, controller_weights, controller_runtime: the low-level controller the
+            planner drives ("reference" or "learned"; `ControllerChoice`).
     """
 
     policy: Path
@@ -119,8 +122,12 @@ class FinetuneConfig:
     seed: int = 0
     threads: int = 0
     device: str = "cpu"
+    controller: str = "reference"
+    controller_weights: Path | None = None
+    controller_runtime: str = "torch"
 
     def __post_init__(self) -> None:
+        self.controller_choice()  # an unknown controller or runtime fails here
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.task is not None and self.task not in task_names():
@@ -132,6 +139,11 @@ class FinetuneConfig:
                              ">= 1")
         if self.widen <= 0 or self.widen_factor < 1:
             raise ValueError("widen must be > 0 and widen_factor >= 1")
+
+    def controller_choice(self) -> ControllerChoice:
+        """The low-level controller of the rollouts."""
+        weights = None if self.controller_weights is None else Path(self.controller_weights)
+        return ControllerChoice(self.controller, weights, self.controller_runtime)
 
 
 def clip_schedule(steps: int, first: float, last: float) -> Tensor:
@@ -176,7 +188,8 @@ class Critic(nn.Module):
 def prepare(planner: Planner, cfg: FinetuneConfig) -> nn.Module:
     """Turn the pre-trained planner into the method's trainable actor (modifies `planner`)."""
     model = planner.model
-    base_meta = {"method": cfg.method, "base_policy": str(cfg.policy)}
+    base_meta = {"method": cfg.method, "base_policy": str(cfg.policy),
+                 "controller": cfg.controller}
     if cfg.method == "dppo":
         if not isinstance(model, DiffusionPolicy) or planner.kind != "diffusion":
             raise CheckpointError(f"{cfg.policy}: DPPO fine-tunes a diffusion policy; this one is "
@@ -210,7 +223,6 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
     """Fine-tune (or resume) the run `cfg.out`; returns the fine-tuned planner."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from robot_io.control.reference import ReferenceController
     from robot_io.env import BatchedEnv
 
     out = Path(cfg.out)
@@ -224,7 +236,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         if Path(cfg.policy).resolve() != Path(stored["policy"]).resolve():
             log(f"note: {out} continues from its own base policy {stored['policy']}, not "
                 f"{cfg.policy}; choose a new --out to fine-tune another policy")
-        cfg = FinetuneConfig(**{**stored, "policy": Path(stored["policy"]), "out": out})
+        weights = stored.get("controller_weights")
+        cfg = FinetuneConfig(**{**stored, "policy": Path(stored["policy"]), "out": out,
+                                "controller_weights": None if weights is None else Path(weights)})
         log(f"resuming {out} at iteration {state.train_meta['iteration']} of {cfg.iterations}")
     device = torch.device(cfg.device)
     planner = Planner.load(cfg.policy, cfg.device)
@@ -253,7 +267,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
     env = BatchedEnv(task, cfg.worlds, threads=cfg.threads, seed=cfg.seed + 1000 * iteration,
                      task_config=task_config)
     planner.check_compatible(ObsSpec.of(env.observe()), env.robot, f"fine-tuning on {task}")
-    cenv = ChunkEnv(env, ReferenceController(env), planner.obs_spec, pcfg.obs_horizon,
+    cenv = ChunkEnv(env, cfg.controller_choice().build(env), planner.obs_spec, pcfg.obs_horizon,
                     pcfg.act_steps, pcfg.action_period_ticks)
     hist = cenv.reset()
     writer = SummaryWriter(str(out / "tb"), purge_step=iteration)
@@ -269,8 +283,10 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         tensors = {**module_tensors(critic, "critic"), **a_t, **c_t,
                    **{f"scaler.{k}": v for k, v in scaler.stats.state().items()},
                    "rng": gen.get_state().cpu()}
+        weights = cfg.controller_weights
         meta = {"config": {**asdict(cfg), "policy": str(Path(cfg.policy).resolve()),
-                           "out": str(cfg.out)},
+                           "out": str(cfg.out), "controller_weights":
+                           None if weights is None else str(Path(weights).resolve())},
                 "iteration": iteration, "widen": widen, "history": history,
                 "actor_opt": a_meta, "critic_opt": c_meta}
         planner.meta["finetune"].update(iterations=iteration, widen=widen)

@@ -1,5 +1,6 @@
 """How well the heuristic planners solve their tasks: success rate and time to success over many
-episodes, each planner driving the reference controller at its task's default randomisation.
+episodes, each planner driving the reference controller (or the learned one: `ControllerChoice`)
+at its task's default randomisation.
 
 `bench_planners` is the body of the `refine-dp bench planners` command: it returns a plain,
 JSON-ready dict and prints nothing.
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from planners.heuristic import PLANNERS, make_heuristic_planner
-from robot_io.control.reference import ReferenceController
+from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
 from robot_io.session import Session
 
@@ -21,8 +22,9 @@ ProgressFn = Callable[[str, dict[str, float | None]], None]
 
 
 def bench_planners(tasks: Sequence[str] | None = None, episodes: int = 200, worlds: int = 50,
-                   seed: int = 0, threads: int = 0,
-                   progress: ProgressFn | None = None) -> dict[str, dict[str, float | None]]:
+                   seed: int = 0, threads: int = 0, progress: ProgressFn | None = None,
+                   controller: ControllerChoice | None = None
+                   ) -> dict[str, dict[str, float | None]]:
     """Run each task's heuristic planner for `episodes` episodes on `worlds` parallel worlds.
 
     Worlds restart as soon as their episode ends (success, time limit or an unstable
@@ -36,6 +38,7 @@ def bench_planners(tasks: Sequence[str] | None = None, episodes: int = 200, worl
         seed: seed of the environment and of the planner.
         threads: physics threads (0: all CPUs).
         progress: called with (task, result) after each task.
+        controller: the low-level controller (default: the reference one).
 
     Returns:
         {task: {"success_rate", "mean_time_to_success_s" (None when none succeeded),
@@ -44,6 +47,7 @@ def bench_planners(tasks: Sequence[str] | None = None, episodes: int = 200, worl
     Raises:
         ValueError: an unknown task (lists the known ones), episodes or worlds < 1,
             threads < 0.
+        PolicySpecError: the learned controller's weights are missing, damaged or unfit.
     """
     names = sorted(PLANNERS) if tasks is None else list(tasks)
     for name in names:
@@ -56,20 +60,21 @@ def bench_planners(tasks: Sequence[str] | None = None, episodes: int = 200, worl
             raise ValueError(f"{label} must be an integer of at least {least}, got {value!r}")
     results = {}
     for name in names:
-        results[name] = bench_planner(name, episodes, worlds, seed, threads)
+        results[name] = bench_planner(name, episodes, worlds, seed, threads, controller)
         if progress is not None:
             progress(name, results[name])
     return results
 
 
-def bench_planner(task: str, episodes: int, worlds: int, seed: int,
-                  threads: int = 0) -> dict[str, float | None]:
+def bench_planner(task: str, episodes: int, worlds: int, seed: int, threads: int = 0,
+                  controller: ControllerChoice | None = None) -> dict[str, float | None]:
     """One task's entry of `bench_planners`."""
     n = min(worlds, episodes)
     start = time.perf_counter()
     env = BatchedEnv(task, num_worlds=n, threads=threads, seed=seed)
+    low_level = (controller or ControllerChoice()).build(env)
     planner = make_heuristic_planner(task, n, seed=seed)
-    result = Session(env, planner, ReferenceController(env)).run(episodes)
+    result = Session(env, planner, low_level).run(episodes)
     wall_s = time.perf_counter() - start
     success = result.success[:episodes]
     steps = result.steps[:episodes].to(torch.float64)

@@ -2,6 +2,8 @@
 
     controller = make_controller("reference", env)
     controller = make_controller("learned", env, weights=Path("out/ctrl"), runtime="onnx")
+    choice = ControllerChoice("learned", Path("out/ctrl"))  # what entry points pass around
+    controller = choice.build(env)
 
 "learned" without weights uses the policy shipped with the package in `weights/` (next to this
 file). Controllers are imported when built, not here: importing `robot_io.control` stays light
@@ -11,6 +13,7 @@ and does not load MuJoCo.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,4 +86,45 @@ def make_controller(name: str, env: BatchedEnv, weights: Path | None = None,
     return REGISTRY[name](env, weights, runtime, device)
 
 
-__all__ = ["CONTROLLERS", "REGISTRY", "SHIPPED_WEIGHTS", "make_controller", "shipped_weights"]
+RUNTIMES = ("torch", "onnx")  # as robot_io.control.policy_runtime.RUNTIMES (imported lazily)
+
+
+@dataclass(frozen=True)
+class ControllerChoice:
+    """Which controller an entry point builds for its envs (the `--controller*` options).
+
+    Attributes:
+        name: "reference" or "learned".
+        weights: the learned controller's exported policy folder (None: the shipped one).
+        runtime: the learned controller's runtime, "torch" or "onnx".
+        device: the learned controller's device.
+    """
+
+    name: str = "reference"
+    weights: Path | None = None
+    runtime: str = "torch"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.name not in REGISTRY:
+            raise ValueError(f"unknown controller {self.name!r}; known controllers: "
+                             f"{', '.join(sorted(REGISTRY))}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown controller runtime {self.runtime!r}; known runtimes: "
+                             f"{', '.join(RUNTIMES)}")
+        if self.name == "reference" and (self.weights is not None or self.runtime != "torch"):
+            raise ValueError("controller weights and runtime apply to the 'learned' controller "
+                             "only, not 'reference'")
+
+    def build(self, env: BatchedEnv) -> Controller:
+        """The controller for `env` (see `make_controller`)."""
+        return make_controller(self.name, env, self.weights, self.runtime, self.device)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: name, weights (a string or None), runtime, device."""
+        return {"name": self.name, "weights": None if self.weights is None else str(self.weights),
+                "runtime": self.runtime, "device": self.device}
+
+
+__all__ = ["CONTROLLERS", "REGISTRY", "SHIPPED_WEIGHTS", "ControllerChoice", "make_controller",
+           "shipped_weights"]
