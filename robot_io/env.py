@@ -18,7 +18,7 @@ from torch import Tensor
 from robot_io.errors import SafetyLimitError
 from robot_io.math3d import Frame
 from robot_io.robot_spec import RobotSpec
-from robot_io.sim.mujoco_batch import MujocoBatchBackend
+from robot_io.sim.factory import make_backend
 from robot_io.t1_model import (HARNESS_BODY, HARNESS_EQ, ROOT_BODY, build_robot,
                                default_robot_spec)
 from robot_io.tasks import make_task
@@ -40,55 +40,68 @@ class StepOutcome:
 
 
 class BatchedEnv:
-    """N worlds of a task on the CPU MuJoCo batch backend.
+    """N worlds of a task on a simulator backend (default: the CPU MuJoCo batch).
+
+    Tensors live on the backend's device (`self.device`): the CPU for "mujoco", the Warp device
+    for "warp" (a GPU, or Warp's CPU device). Observations are float64 on every backend; the
+    randomisation generator stays on the CPU, so a seed samples the same episodes everywhere.
 
     Args:
         task: a registered task name or a `Task` instance.
         num_worlds: number of worlds N.
-        threads: physics threads (0: all CPUs). Results do not depend on it.
+        threads: physics threads of the mujoco backend (0: all CPUs). Results do not depend
+            on it.
         seed: seed of the randomisation generator; same seed, same trajectories.
         task_config: overrides the task's `default_config()`.
         robot: the robot spec (default: `default_robot_spec()`).
         max_joint_step_rad: safety clamp on how far a joint target may move per tick.
+        backend: "mujoco" (CPU) or "warp" (MuJoCo Warp); see `robot_io.sim.factory`.
+        device: the backend's device: None (mujoco: the CPU; warp: cuda, or cuda:LOCAL_RANK
+            under torchrun), or "cpu", "cuda", "cuda:N" for warp.
     """
 
     def __init__(self, task: str | Task, num_worlds: int = 1, threads: int = 0, seed: int = 0,
                  task_config: TaskConfig | None = None, robot: RobotSpec | None = None,
-                 max_joint_step_rad: float = 0.3) -> None:
+                 max_joint_step_rad: float = 0.3, backend: str = "mujoco",
+                 device: str | None = None) -> None:
         self.task = make_task(task, task_config) if isinstance(task, str) else task
         self.robot = robot or default_robot_spec()
         spec = build_robot(self.robot)
         self.task.build_scene(spec)
         self.model = spec.compile()
-        self.sim = MujocoBatchBackend(self.model, num_worlds, threads)
+        self.sim = make_backend(backend, self.model, num_worlds, threads, device)
+        self.backend = backend
+        self.device = self.sim.qpos.device
         self.num_worlds = num_worlds
         self.seed = seed
         self.max_joint_step_rad = max_joint_step_rad
         self.gen = torch.Generator().manual_seed(seed)
         self._index(self.model)
         self.task.bind(self.model, self.sim, self.robot)
-        self.episode_steps = torch.zeros(num_worlds, dtype=torch.long)
-        self._instability_at_reset = torch.zeros(num_worlds, dtype=torch.long)
+        self.episode_steps = torch.zeros(num_worlds, dtype=torch.long, device=self.device)
+        self._instability_at_reset = torch.zeros(num_worlds, dtype=torch.long,
+                                                 device=self.device)
         self.reset_params: dict[str, Tensor] = {}
         self.reset()
 
     # -- set-up -------------------------------------------------------------------------------
     def _index(self, m: mujoco.MjModel) -> None:
-        r = self.robot
-        self.joint_qadr = torch.tensor([m.joint(n).qposadr[0] for n in r.joint_names])
-        self.joint_dadr = torch.tensor([m.joint(n).dofadr[0] for n in r.joint_names])
-        self.finger_qadr = torch.tensor([m.joint(f"{s}_finger_a").qposadr[0] for s in SIDES])
+        r, dev = self.robot, self.device
+        self.joint_qadr = torch.tensor([m.joint(n).qposadr[0] for n in r.joint_names], device=dev)
+        self.joint_dadr = torch.tensor([m.joint(n).dofadr[0] for n in r.joint_names], device=dev)
+        self.finger_qadr = torch.tensor([m.joint(f"{s}_finger_a").qposadr[0] for s in SIDES],
+                                        device=dev)
         root_joint = m.joint(m.body(ROOT_BODY).jntadr[0])
         self.root_qadr = int(root_joint.qposadr[0])
         self.root_dadr = int(root_joint.dofadr[0])
         self.harness_mocap = int(m.body(HARNESS_BODY).mocapid[0])
         self.harness_eq = m.equality(HARNESS_EQ).id
-        self.joint_lower = torch.tensor(r.joint_lower, dtype=torch.float64)
-        self.joint_upper = torch.tensor(r.joint_upper, dtype=torch.float64)
+        self.joint_lower = torch.tensor(r.joint_lower, dtype=torch.float64, device=dev)
+        self.joint_upper = torch.tensor(r.joint_upper, dtype=torch.float64, device=dev)
         band = r.target_band()
-        self.target_lower = torch.tensor(band[0], dtype=torch.float64)
-        self.target_upper = torch.tensor(band[1], dtype=torch.float64)
-        self.default_pose = torch.tensor(r.default_pose, dtype=torch.float64)
+        self.target_lower = torch.tensor(band[0], dtype=torch.float64, device=dev)
+        self.target_upper = torch.tensor(band[1], dtype=torch.float64, device=dev)
+        self.default_pose = torch.tensor(r.default_pose, dtype=torch.float64, device=dev)
 
         def sensor(name: str, dim: int) -> slice:
             adr = int(m.sensor(name).adr[0])
@@ -97,8 +110,8 @@ class BatchedEnv:
         def columns(kind: str, dim: int) -> Tensor:
             """sensordata columns of left/right hand then left/right foot `kind` sensors."""
             names = [f"{s}_{part}_{kind}" for part in ("hand", "foot") for s in SIDES]
-            return torch.cat([torch.arange(int(m.sensor(n).adr[0]), int(m.sensor(n).adr[0]) + dim)
-                              for n in names])
+            return torch.cat([torch.arange(int(m.sensor(n).adr[0]), int(m.sensor(n).adr[0]) + dim,
+                                           device=dev) for n in names])
 
         self._s_site_pos = columns("pos", 3)
         self._s_site_quat = columns("quat", 4)
@@ -116,15 +129,16 @@ class BatchedEnv:
     def reset(self, ids: Tensor | None = None) -> Observation:
         """Reset worlds `ids` (all when None): default pose, randomised task state; observe all."""
         if ids is None:
-            ids = torch.arange(self.num_worlds)
-        ids = torch.as_tensor(ids, dtype=torch.long).sort().values
+            ids = torch.arange(self.num_worlds, device=self.device)
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device).sort().values
         if len(ids) == 0:
             return self.observe()
         sim = self.sim
         sim.reset(ids)
         rows = ids.unsqueeze(1)
-        sim.qpos[rows, self.joint_qadr] = self.default_pose
-        sim.ctrl[ids, :self.robot.num_joints] = self.default_pose
+        # .to(sim tensor): the backend's dtype (float32 on Warp); a no-op on the CPU backend.
+        sim.qpos[rows, self.joint_qadr] = self.default_pose.to(sim.qpos)
+        sim.ctrl[ids, :self.robot.num_joints] = self.default_pose.to(sim.ctrl)
         sim.ctrl[ids, self.robot.num_joints:] = 0.0
         params = self.task.reset(ids, self.gen)
         sim.update_constants(ids)
@@ -139,14 +153,15 @@ class BatchedEnv:
         self._instability_at_reset[ids] = sim.instability_count()[ids]
         for key, value in params.items():
             store = self.reset_params.setdefault(
-                key, torch.full((self.num_worlds,), float("nan"), dtype=torch.float64))
-            store[ids] = value.to(torch.float64)
+                key, torch.full((self.num_worlds,), float("nan"), dtype=torch.float64,
+                                device=self.device))
+            store[ids] = value.to(store)
         return self.observe()
 
     def observe(self) -> Observation:
-        """The current `Observation` of every world."""
+        """The current `Observation` of every world (float64 on every backend)."""
         sim = self.sim
-        qpos, qvel, data = sim.qpos, sim.qvel, sim.sensordata
+        qpos, qvel, data = (x.to(torch.float64) for x in (sim.qpos, sim.qvel, sim.sensordata))
         a = self.root_qadr
         root_pos, root_quat = qpos[:, a:a + 3], qpos[:, a + 3:a + 7]
         d = self.root_dadr
@@ -157,7 +172,7 @@ class BatchedEnv:
         pos, quat = root.to_local(pos, quat)
         gravity = -root.rot[:, 2, :]  # world -z in the root frame: -(R^T e_z), R's third row
         return Observation(
-            time_s=sim.time.clone(),
+            time_s=sim.time.clone().to(torch.float64),
             joint_pos=qpos[:, self.joint_qadr],
             joint_vel=qvel[:, self.joint_dadr],
             gripper_pos=qpos[:, self.finger_qadr] / self.robot.gripper.travel_m,
@@ -205,7 +220,7 @@ class BatchedEnv:
     def outcome(self) -> StepOutcome:
         """Success, sparse reward and time-out of every world in the current state."""
         unstable = self.sim.instability_count() > self._instability_at_reset
-        success = self.task.success() & ~unstable
+        success = self.task.success().to(self.device) & ~unstable
         timeout = self.episode_steps >= self.time_limit_steps
         return StepOutcome(success=success, reward=success.to(torch.float64), timeout=timeout,
                            unstable=unstable)
@@ -217,7 +232,7 @@ class BatchedEnv:
     def world_model_fields(self, ids: Tensor) -> dict[str, np.ndarray]:
         """Per-world model field values of worlds `ids`: {name: (n, ...)} (for exact replay)."""
         idx = ids.cpu().numpy()
-        return {name: self.sim.model_field(name).numpy()[idx].copy()
+        return {name: self.sim.model_field(name).cpu().numpy()[idx].copy()
                 for name in sorted(self.sim.per_world_fields)}
 
     def restore(self, ids: Tensor, state: np.ndarray,
@@ -227,9 +242,14 @@ class BatchedEnv:
 
         Raises:
             ValueError: the state's width or a field's shape does not fit this env's model.
+            NotImplementedError: the backend's state is not restorable (Warp: exact replay
+                needs the mujoco backend).
         """
-        ids = torch.as_tensor(ids, dtype=torch.long)
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         full = self.sim.full_state()
+        if not full.flags.writeable:  # a snapshot, not a view of the simulator's state
+            raise NotImplementedError(f"the {self.backend} backend cannot restore a recorded "
+                                      f"state; exact replay needs backend='mujoco'")
         if state.shape != (len(ids), full.shape[1]):
             raise ValueError(f"recorded state has shape {state.shape}, this model needs "
                              f"({len(ids)}, {full.shape[1]}): the scene or robot differ")
@@ -238,8 +258,8 @@ class BatchedEnv:
             if tuple(values.shape[1:]) != tuple(field.shape[1:]):
                 raise ValueError(f"recorded model field {name} has shape {values.shape[1:]}, "
                                  f"this model has {tuple(field.shape[1:])}")
-            field[ids] = torch.from_numpy(np.ascontiguousarray(values))
-        full[ids.numpy()] = state
+            field[ids] = torch.from_numpy(np.ascontiguousarray(values)).to(field)
+        full[ids.cpu().numpy()] = state
         self.sim.update_constants(ids)
         self.sim.forward(ids)
         self.task.capture_initial(ids)

@@ -41,7 +41,7 @@ def quat_to_mat(q: Tensor) -> Tensor:
     padded = torch.cat([torch.zeros_like(w), wv, -wv], -1)  # [0, a, b, c, -a, -b, -c]
     skew = padded[..., _SKEW_INDEX].reshape(*q.shape[:-1], 3, 3)  # [2 w v]x
     outer = 2.0 * v.unsqueeze(-1) * v.unsqueeze(-2)
-    diag = (w * w - (v * v).sum(-1, keepdim=True)).unsqueeze(-1) * _EYE3
+    diag = (w * w - (v * v).sum(-1, keepdim=True)).unsqueeze(-1) * _EYE3.to(q.device)
     return outer + skew + diag
 
 

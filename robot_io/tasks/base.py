@@ -3,7 +3,10 @@
 A task is one small module: a config dataclass with `default_config()`, a scene added to the
 robot's `MjSpec`, initial-state randomisation, a success predicate, a sparse reward, a time limit
 and the task part of the DP observation. Task code reads and writes only the backend's torch
-tensors (`robot_io.sim.backend.SimBackend`), so it runs on any backend.
+tensors (`robot_io.sim.backend.SimBackend`), so it runs on any backend: values are sampled on the
+CPU in float64 (one generator, the same episodes on every backend) and written with
+`.to(sim_tensor)` (the backend's device and dtype: float32 on Warp; a no-op on the CPU backend);
+tensors a task keeps are made on `self.device`.
 """
 
 from __future__ import annotations
@@ -178,6 +181,11 @@ class Task:
     def bind_task(self, model: mujoco.MjModel) -> None:
         """Task-specific name resolution (optional)."""
 
+    @property
+    def device(self) -> torch.device:
+        """The simulator's device: where the task's tensors live."""
+        return self.sim.qpos.device
+
     def capture_initial(self, ids: Tensor) -> None:
         """Remember what the success predicate needs from the initial state of worlds `ids`
         (e.g. an object's start height); called after every reset and after a recorded initial
@@ -190,7 +198,7 @@ class Task:
     def terrain_height(self, xy: Tensor, ids: Tensor | None = None) -> Tensor:
         """Ground height under world points xy (n, P, 2) -> (n, P) of worlds `ids` (all when
         None); flat floor by default."""
-        return torch.zeros(xy.shape[:-1], dtype=xy.dtype)
+        return torch.zeros(xy.shape[:-1], dtype=xy.dtype, device=xy.device)
 
     def reset(self, ids: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
         """Randomise objects, physics and the robot's start for worlds `ids`."""
@@ -201,7 +209,8 @@ class Task:
 
     def _reset_physics(self, ids: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
         friction = self.config.physics.floor_friction.sample(len(ids), gen)
-        self.sim.model_field("geom_friction")[ids, self._floor_geom, 0] = friction
+        field = self.sim.model_field("geom_friction")
+        field[ids, self._floor_geom, 0] = friction.to(field)
         return {"floor_friction": friction}
 
     def _place_robot(self, ids: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
@@ -209,7 +218,7 @@ class Task:
         n = len(ids)
         radius, polar, heading = (start.radius_m.sample(n, gen), start.polar_rad.sample(n, gen),
                                   start.heading_rad.sample(n, gen))
-        anchor_xy, anchor_yaw = self.anchor(ids)
+        anchor_xy, anchor_yaw = (a.to(radius) for a in self.anchor(ids))
         direction = anchor_yaw + torch.pi + polar  # 0: in front of the anchor, facing it
         x = anchor_xy[:, 0] + radius * torch.cos(direction)
         y = anchor_xy[:, 1] + radius * torch.sin(direction)
@@ -217,8 +226,8 @@ class Task:
         qpos = self.sim.qpos
         a = self.root_qadr
         ground = self.terrain_height(torch.stack([x, y], -1).reshape(n, 1, 2), ids).reshape(n)
-        qpos[ids, a:a + 3] = torch.stack([x, y, ground + STAND_HEIGHT_M + 0.005], -1)
-        qpos[ids, a + 3:a + 7] = quat_from_yaw(yaw)
+        qpos[ids, a:a + 3] = torch.stack([x, y, ground + STAND_HEIGHT_M + 0.005], -1).to(qpos)
+        qpos[ids, a + 3:a + 7] = quat_from_yaw(yaw).to(qpos)
         return {"start_radius_m": radius, "start_polar_rad": polar, "start_heading_rad": heading}
 
     def hand_pos_world(self) -> Tensor:
@@ -227,8 +236,9 @@ class Task:
         return torch.stack([data[:, a:a + 3] for a in self._hand_sensor], 1)
 
     def body_pose(self, body_id: int) -> tuple[Tensor, Tensor]:
-        """(B, 3), (B, 4) world pose of a body."""
-        return self.sim.xpos[:, body_id], self.sim.xquat[:, body_id]
+        """(B, 3), (B, 4) world pose of a body, float64."""
+        return (self.sim.xpos[:, body_id].to(torch.float64),
+                self.sim.xquat[:, body_id].to(torch.float64))
 
     def object_anchor(self, qadr: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         """`anchor()` for a task whose robot walks to a free object (qpos address `qadr`): its

@@ -46,8 +46,9 @@ def place_box_on_table(task: Task, cfg: BoxPickupConfig, ids: Tensor, gen: torch
                    cfg.box_yaw_rad.sample(n, gen))
     z = torch.full((n,), cfg.table_height_m + BOX_HALF_M[2] + 0.001, dtype=torch.float64)
     pos = torch.stack([table_xy[:, 0] + dx, table_xy[:, 1] + dy, z], -1)
-    task.sim.qpos[ids, qadr:qadr + 3] = pos
-    task.sim.qpos[ids, qadr + 3:qadr + 7] = quat_from_yaw(yaw)
+    qpos = task.sim.qpos
+    qpos[ids, qadr:qadr + 3] = pos.to(qpos)
+    qpos[ids, qadr + 3:qadr + 7] = quat_from_yaw(yaw).to(qpos)
     return {"box_dx_m": dx, "box_dy_m": dy, "box_yaw_rad": yaw}
 
 
@@ -65,7 +66,8 @@ class BoxPickupTask(Task):
         self.box_body = model.body("box").id
         self.box_geom = model.geom("box").id
         self.box_qadr = self.free_joint_qadr("box")
-        self.box_start_z = torch.zeros(self.sim.num_worlds, dtype=torch.float64)
+        self.box_start_z = torch.zeros(self.sim.num_worlds, dtype=torch.float64,
+                                       device=self.device)
 
     def reset_objects(self, ids: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
         cfg = self.config
@@ -75,7 +77,7 @@ class BoxPickupTask(Task):
         return params
 
     def capture_initial(self, ids: Tensor) -> None:
-        self.box_start_z[ids] = self.sim.qpos[ids, self.box_qadr + 2]
+        self.box_start_z[ids] = self.sim.qpos[ids, self.box_qadr + 2].to(self.box_start_z)
 
     def anchor(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         return self.object_anchor(self.box_qadr, ids)
@@ -95,10 +97,12 @@ def randomise_object(task: Task, ids: Tensor, gen: torch.Generator, body: int,
     friction = phys.object_friction.sample(len(ids), gen)
     model_mass = task.sim.model_field("body_mass")
     inertia = task.sim.model_field("body_inertia")
-    scale = (mass / model_mass[ids, body]).unsqueeze(-1)
+    geom_friction = task.sim.model_field("geom_friction")
+    sim_mass = mass.to(model_mass)
+    scale = (sim_mass / model_mass[ids, body]).unsqueeze(-1)
     inertia[ids, body] = inertia[ids, body] * scale
-    model_mass[ids, body] = mass
-    task.sim.model_field("geom_friction")[ids, geom, 0] = friction
+    model_mass[ids, body] = sim_mass
+    geom_friction[ids, geom, 0] = friction.to(geom_friction)
     return {"object_mass_kg": mass, "object_friction": friction}
 
 

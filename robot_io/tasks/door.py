@@ -102,9 +102,11 @@ class DoorTask(Task):
         mass = cfg.physics.object_mass_kg.sample(n, gen)
         damping = cfg.hinge_damping.sample(n, gen)
         stiffness = cfg.handle_stiffness.sample(n, gen)
-        self.sim.model_field("body_mass")[ids, self.door_body] = mass
-        self.sim.model_field("dof_damping")[ids, self.door_dof] = damping
-        self.sim.model_field("jnt_stiffness")[ids, self.handle_jnt] = stiffness
+        for name, index, value in (("body_mass", self.door_body, mass),
+                                   ("dof_damping", self.door_dof, damping),
+                                   ("jnt_stiffness", self.handle_jnt, stiffness)):
+            field = self.sim.model_field(name)
+            field[ids, index] = value.to(field)
         return {"door_mass_kg": mass, "door_damping": damping, "handle_stiffness": stiffness}
 
     def anchor(self, ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,7 +121,7 @@ class DoorTask(Task):
         """(B, 3) a point beyond the doorway the robot must reach."""
         b = self.sim.num_worlds
         return torch.tensor([DOOR_X_M + self.config.through_m + 0.2, 0.0, 0.0],
-                            dtype=torch.float64).expand(b, 3)
+                            dtype=torch.float64, device=self.device).expand(b, 3)
 
     def angles(self) -> tuple[Tensor, Tensor]:
         """(B,) door and handle angles [rad]."""

@@ -58,7 +58,7 @@ class PickPlaceTask(Task):
         """(B, 3) world point on table B where the box's centre should end up."""
         table = self.sim.model_field("body_pos")[:, self.table_b]
         # Table B faces the robot's side of the room: the spot is near its +x edge.
-        offset = torch.tensor([0.12, 0.0, 0.0], dtype=torch.float64)
+        offset = torch.tensor([0.12, 0.0, 0.0], dtype=torch.float64, device=table.device)
         spot = table + offset
         spot[:, 2] = self.config.table_height_m + BOX_HALF_M[2]
         return spot
@@ -68,11 +68,11 @@ class PickPlaceTask(Task):
         n = len(ids)
         bx, by = cfg.table_b_x_m.sample(n, gen), cfg.table_b_y_m.sample(n, gen)
         body_pos = self.sim.model_field("body_pos")
-        body_pos[ids, self.table_b, 0] = bx
-        body_pos[ids, self.table_b, 1] = by
+        body_pos[ids, self.table_b, 0] = bx.to(body_pos)
+        body_pos[ids, self.table_b, 1] = by.to(body_pos)
         spot = self.place_spot()[ids]
-        body_pos[ids, self.target] = spot - torch.tensor([0, 0, BOX_HALF_M[2] - 0.003],
-                                                         dtype=torch.float64)
+        lift = torch.tensor([0, 0, BOX_HALF_M[2] - 0.003], dtype=torch.float64, device=spot.device)
+        body_pos[ids, self.target] = (spot - lift).to(body_pos)
         table_xy = torch.tensor(cfg.table_xy_m, dtype=torch.float64).expand(n, 2)
         params = place_box_on_table(self, cfg, ids, gen, self.box_qadr, table_xy)
         params.update(randomise_object(self, ids, gen, self.box_body, self.box_geom))

@@ -71,7 +71,8 @@ class StairTask(Task):
         self.obj_body = model.body("object").id
         self.obj_geom = model.geom("object").id
         self.obj_qadr = self.free_joint_qadr("object")
-        self.obj_start_z = torch.zeros(self.sim.num_worlds, dtype=torch.float64)
+        self.obj_start_z = torch.zeros(self.sim.num_worlds, dtype=torch.float64,
+                                       device=self.device)
 
     def platform_height(self) -> Tensor:
         """(B,) the platform's top height in every world."""
@@ -81,32 +82,33 @@ class StairTask(Task):
         on = ((xy[..., 0] >= PLATFORM_X_M[0]) & (xy[..., 0] <= PLATFORM_X_M[1])
               & (xy[..., 1].abs() <= PLATFORM_HALF_Y_M))
         height = self.platform_height() if ids is None else self.platform_height()[ids]
-        return torch.where(on, height.unsqueeze(-1), torch.zeros_like(xy[..., 0]))
+        return torch.where(on, height.unsqueeze(-1).to(xy), torch.zeros_like(xy[..., 0]))
 
     def reset_objects(self, ids: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
         cfg, n = self.config, len(ids)
         height = cfg.platform_height_m.sample(n, gen)
         body_pos = self.sim.model_field("body_pos")
-        body_pos[ids, self.platform, 2] = height - PLATFORM_THICK_M / 2
-        body_pos[ids, self.pedestal, 2] = height
+        body_pos[ids, self.platform, 2] = (height - PLATFORM_THICK_M / 2).to(body_pos)
+        body_pos[ids, self.pedestal, 2] = height.to(body_pos)
         dy, yaw = cfg.object_dy_m.sample(n, gen), cfg.object_yaw_rad.sample(n, gen)
         z = height + cfg.pedestal_height_m + OBJECT_HALF_M[2] + 0.001
         pos = torch.stack([torch.full_like(dy, PEDESTAL_X_M - 0.08), dy, z], -1)
-        self.sim.qpos[ids, self.obj_qadr:self.obj_qadr + 3] = pos
-        self.sim.qpos[ids, self.obj_qadr + 3:self.obj_qadr + 7] = quat_from_yaw(yaw)
+        qpos = self.sim.qpos
+        qpos[ids, self.obj_qadr:self.obj_qadr + 3] = pos.to(qpos)
+        qpos[ids, self.obj_qadr + 3:self.obj_qadr + 7] = quat_from_yaw(yaw).to(qpos)
         params = {"platform_height_m": height, "object_dy_m": dy, "object_yaw_rad": yaw}
         params.update(randomise_object(self, ids, gen, self.obj_body, self.obj_geom))
         return params
 
     def capture_initial(self, ids: Tensor) -> None:
-        self.obj_start_z[ids] = self.sim.qpos[ids, self.obj_qadr + 2]
+        self.obj_start_z[ids] = self.sim.qpos[ids, self.obj_qadr + 2].to(self.obj_start_z)
 
     def anchor(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         return self.object_anchor(self.obj_qadr, ids)
 
     def observe(self, root: Frame) -> dict[str, Tensor]:
         b = root.pos.shape[0]
-        edge = torch.zeros(b, 3, dtype=torch.float64)
+        edge = torch.zeros(b, 3, dtype=torch.float64, device=self.device)
         edge[:, 0] = PLATFORM_X_M[0]
         edge[:, 2] = self.platform_height()
         edge_rel, _ = root.to_local(edge)
