@@ -16,6 +16,7 @@
                      [CONTROLLER]
     refine-dp bench planners [--tasks T...] [--episodes N] [--worlds M] [--seed S] [CONTROLLER]
     refine-dp pretrain | finetune | bench policy   (see teleop_app/learn_cli.py)
+    refine-dp eval-controller ...                  (see teleop_app/controller_cli.py)
     refine-dp eval (--policy RUN | --source heuristic|scripted) --task NAME [--episodes N]
                    [--worlds M] [--seed S] [--out DIR] [--video N] [--threads T]
                    [--sampler ddim|ddpm] [--device D] [--widen F] [--json] [--no-progress]
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING
 from robot_io.errors import RefineDpError
 from robot_io.sim.gl_setup import check_mujoco_gl
 from teleop_app.controller_args import add_controller_args, controller_choice
+from teleop_app.controller_cli import add_controller_parsers
 from teleop_app.learn_cli import add_learning_parsers
 
 if TYPE_CHECKING:  # mujoco is imported inside the handlers only (see above)
@@ -329,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     add_learning_parsers(sub, bench)
+    add_controller_parsers(sub)
 
     p = sub.add_parser("demo", help="what `make demo` runs")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")

@@ -8,21 +8,31 @@ margin), and a configuration is kept only when
 - both hands lie inside the command boundary's hand box.
 
 A pool is drawn once per seed; training and held-out evaluation use different seeds.
+
+`RandomCommandSource` (below) turns a pool into whole-body commands (random base velocities,
+hand-pose moves and holds, grippers) for evaluating a controller in the session loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import mujoco
 import numpy as np
 import torch
 from torch import Tensor
 
+from robot_io.control.kinematics import build_chains, forward_kinematics
 from robot_io.control.policy_io import PART_JOINTS
+from robot_io.math3d import mat_to_quat
 from robot_io.robot_spec import RobotSpec
 from robot_io.t1_model import ROOT_BODY, build_robot
-from robot_io.types import SIDES, CommandLimits
+from robot_io.tasks.base import Range
+from robot_io.types import SIDES, Command, CommandLimits, Observation
+
+if TYPE_CHECKING:
+    from robot_io.env import BatchedEnv
 
 _CHECK_BIT = 4  # contype / conaffinity bit the collision check gives the robot's geoms
 # Bodies from the elbow outward: their contact with the rest of the robot is a collision.
@@ -142,3 +152,144 @@ def _self_collision(model: mujoco.MjModel, data: mujoco.MjData, distal: dict[str
         if not same_arm:
             return True
     return False
+
+
+# -- random whole-body commands for evaluating a controller -------------------------------------
+@dataclass(frozen=True)
+class RandomCommandConfig:
+    """How `RandomCommandSource` draws its commands (documented defaults).
+
+    Base velocity: each world holds a velocity for `vel_hold_s`; a held velocity is zero with
+    probability `zero_vel_fraction`, else each component is uniform within +- the limits of
+    `limits` (the command gate's defaults). Arms: each world draws a target configuration from
+    the pool, reaches it by a jump (probability `arm_jump_fraction`) or by a joint-space move of
+    `arm_move_s`, then holds it for `arm_hold_s`; at every new target each gripper is closed
+    with probability `gripper_closed_fraction`, else open.
+    """
+
+    vel_hold_s: Range = Range(2.0, 4.0)
+    zero_vel_fraction: float = 0.25
+    limits: CommandLimits = CommandLimits()
+    arm_jump_fraction: float = 0.3
+    arm_move_s: Range = Range(0.3, 1.2)
+    arm_hold_s: Range = Range(1.5, 3.0)
+    gripper_closed_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("zero_vel_fraction", "arm_jump_fraction", "gripper_closed_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"RandomCommandConfig.{name} must lie in [0, 1], got {value}")
+        if self.vel_hold_s.lo <= 0 or self.arm_hold_s.lo < 0 or self.arm_move_s.lo < 0:
+            raise ValueError("RandomCommandConfig: hold and move times must not be negative "
+                             "(and velocity holds must be positive)")
+
+
+class RandomCommandSource:
+    """Random base-velocity, hand-pose and gripper commands for every world (a `CommandSource`).
+
+    Hand commands are the forward kinematics of arm configurations: a move follows the
+    joint-space line from the previous configuration to a pool entry, so every intermediate
+    command is reachable too (as in `learning.controller.upper_env`). The other joints stay at
+    the default pose, the hand poses are in the root frame.
+
+    Args:
+        env: the worlds commanded (its model, robot spec, world count and control period).
+        pool: the arm configurations to draw targets from; evaluation uses a pool drawn with a
+            seed that training never uses.
+        seed: seed of this source's generator.
+        cfg: how commands are drawn.
+    """
+
+    def __init__(self, env: BatchedEnv, pool: ArmPoses, seed: int = 0,
+                 cfg: RandomCommandConfig | None = None) -> None:
+        if len(pool) == 0:
+            raise ValueError("the arm-pose pool is empty")
+        self.cfg = cfg or RandomCommandConfig()
+        self.pool, self.dt = pool, env.control_dt_s
+        self.num_worlds = n = env.num_worlds
+        self.gen = torch.Generator().manual_seed(seed)
+        self.chains = build_chains(env.model, ROOT_BODY, [f"{s}_hand" for s in SIDES],
+                                   list(env.robot.joint_names), frozen={})
+        self.default = env.default_pose
+        self.arms = torch.tensor(PART_JOINTS["upper"])
+        f64 = torch.float64
+        self.base_vel = torch.zeros(n, 3, dtype=f64)
+        self.vel_ticks_left = torch.zeros(n, dtype=torch.long)
+        self.q_from = torch.zeros(n, len(self.arms), dtype=f64)
+        self.q_to = torch.zeros(n, len(self.arms), dtype=f64)
+        self.move_ticks = torch.ones(n, dtype=torch.long)
+        self.hold_ticks = torch.ones(n, dtype=torch.long)
+        self.segment_tick = torch.zeros(n, dtype=torch.long)
+        self.gripper = torch.zeros(n, 2, dtype=f64)
+        self.hand_pos = torch.zeros(n, 2, 3, dtype=f64)
+        self.hand_quat = torch.zeros(n, 2, 4, dtype=f64)
+        self.hand_quat[..., 0] = 1.0
+
+    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
+        """Start worlds `ids` (all when None) from their measured arm configuration."""
+        ids = torch.arange(self.num_worlds) if ids is None else torch.as_tensor(ids).long()
+        if len(ids) == 0:
+            return
+        self.q_to[ids] = obs.joint_pos[ids][:, self.arms].to(torch.float64)
+        self._new_arm_segment(ids)
+        self._new_velocity(ids)
+        self._update_hands(ids)
+
+    def next_command(self, obs: Observation) -> Command:
+        """This tick's command; then the schedules advance by one tick."""
+        cmd = Command(base_vel=self.base_vel.clone(), hand_pos=self.hand_pos.clone(),
+                      hand_quat=self.hand_quat.clone(), gripper=self.gripper.clone())
+        self.vel_ticks_left -= 1
+        expired = torch.nonzero(self.vel_ticks_left <= 0).squeeze(1)
+        if len(expired):
+            self._new_velocity(expired)
+        self.segment_tick += 1
+        # A move shows its last pose at tick move_ticks - 1; the hold follows for hold_ticks.
+        ended = torch.nonzero(self.segment_tick >= self.move_ticks - 1 + self.hold_ticks
+                              ).squeeze(1)
+        if len(ended):
+            self._new_arm_segment(ended)
+        # Only worlds whose command still moves (or just got a new target) need kinematics.
+        moving = torch.nonzero(self.segment_tick < self.move_ticks).squeeze(1)
+        if len(moving):
+            self._update_hands(moving)
+        return cmd
+
+    def _ticks(self, seconds: Tensor) -> Tensor:
+        return (seconds / self.dt).round().long()
+
+    def _new_velocity(self, ids: Tensor) -> None:
+        cfg, gen, n = self.cfg, self.gen, len(ids)
+        lim = torch.tensor([cfg.limits.max_vx_mps, cfg.limits.max_vy_mps,
+                            cfg.limits.max_yaw_rate_rps], dtype=torch.float64)
+        vel = (2 * torch.rand(n, 3, generator=gen, dtype=torch.float64) - 1) * lim
+        zero = torch.rand(n, generator=gen, dtype=torch.float64) < cfg.zero_vel_fraction
+        self.base_vel[ids] = torch.where(zero.unsqueeze(-1), torch.zeros_like(vel), vel)
+        self.vel_ticks_left[ids] = self._ticks(cfg.vel_hold_s.sample(n, gen)).clamp(min=1)
+
+    def _new_arm_segment(self, ids: Tensor) -> None:
+        """From the current target, toward a new pool entry: a jump or a joint-space move."""
+        cfg, gen, n = self.cfg, self.gen, len(ids)
+        self.q_from[ids] = self.q_to[ids]
+        self.q_to[ids], _, _ = self.pool.sample(n, gen)
+        jump = torch.rand(n, generator=gen, dtype=torch.float64) < cfg.arm_jump_fraction
+        move = self._ticks(cfg.arm_move_s.sample(n, gen)).clamp(min=1)
+        self.move_ticks[ids] = torch.where(jump, torch.ones_like(move), move)
+        self.hold_ticks[ids] = self._ticks(cfg.arm_hold_s.sample(n, gen))
+        self.segment_tick[ids] = 0
+        closed = torch.rand(n, 2, generator=gen, dtype=torch.float64) < (
+            cfg.gripper_closed_fraction)
+        self.gripper[ids] = closed.to(torch.float64)
+
+    def _update_hands(self, ids: Tensor) -> None:
+        """Hand poses of worlds `ids` at their place on the joint-space line."""
+        frac = ((self.segment_tick[ids] + 1).to(torch.float64)
+                / self.move_ticks[ids]).clamp(max=1.0)
+        q = self.q_from[ids] + frac.unsqueeze(-1) * (self.q_to[ids] - self.q_from[ids])
+        full = self.default.expand(len(ids), -1).clone()
+        full[:, self.arms] = q
+        pos, rot, _ = forward_kinematics(self.chains, full)
+        quat = mat_to_quat(rot)
+        self.hand_pos[ids] = pos
+        self.hand_quat[ids] = torch.where(quat[..., :1] < 0, -quat, quat)
