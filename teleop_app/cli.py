@@ -3,6 +3,7 @@
     refine-dp tasks
     refine-dp render --task NAME --out FILE.png [--seed S] [--width W] [--height H]
     refine-dp bench sim --task NAME --worlds N [--threads T] [--seconds S] [--json]
+                        [--backend mujoco|warp] [--device D]
     refine-dp demo [--out DIR]
     refine-dp dataset info DIR | validate DIR | split DIR [--valid-fraction F] [--seed S]
     refine-dp dataset merge DEST SRC [SRC...] | delete DIR ID [ID...]
@@ -83,7 +84,8 @@ def cmd_bench_sim(args: argparse.Namespace) -> None:
     """Benchmark the batched environment against bare mujoco.batch physics."""
     from robot_io.sim.bench import bench_sim, format_bench_line
 
-    result = bench_sim(args.task, args.worlds, threads=args.threads, seconds=args.seconds)
+    result = bench_sim(args.task, args.worlds, threads=args.threads, seconds=args.seconds,
+                       backend=args.backend, device=args.device)
     print(json.dumps(result) if args.json else format_bench_line(result))
 
 
@@ -290,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=5.0,
                    help="timed seconds of each measurement (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--backend", choices=["mujoco", "warp"], default="mujoco",
+                   help="simulator: mujoco (CPU, default) or warp (MuJoCo Warp, gpu extra)")
+    p.add_argument("--device", default=None,
+                   help="warp device: cuda (default; cuda:LOCAL_RANK under torchrun), cuda:N "
+                        "or cpu")
     p.set_defaults(func=cmd_bench_sim)
 
     p = bench.add_parser("planners", help="heuristic planners' success rate (reference ctrl)")

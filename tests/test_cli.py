@@ -16,7 +16,7 @@ from teleop_app.cli import main
 BENCH_KEYS = {"task", "worlds", "threads", "physics_dt_s", "control_dt_s", "substeps",
               "env_control_steps_per_s", "env_physics_steps_per_s", "bare_physics_steps_per_s",
               "bare_held_physics_steps_per_s", "ratio", "torch_threads", "episode_s",
-              "physics_warnings"}
+              "physics_warnings", "backend", "device", "controller"}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,8 @@ def test_bench_sim_json(capsys: pytest.CaptureFixture[str]) -> None:
     result = json.loads(out)
     assert set(result) == BENCH_KEYS
     assert result["task"] == "box_pickup" and result["worlds"] == 4 and result["threads"] == 1
+    assert (result["backend"], result["device"], result["controller"]) == ("mujoco", "cpu",
+                                                                           "reference")
     assert result["substeps"] == round(result["control_dt_s"] / result["physics_dt_s"])
     assert result["env_physics_steps_per_s"] == pytest.approx(
         result["env_control_steps_per_s"] * result["substeps"])

@@ -18,6 +18,8 @@ falling over, qvel differs by 1 rad/s), so the tolerance is only claimed for the
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 
@@ -30,10 +32,13 @@ from robot_io.command_gate import CommandGate
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
 from robot_io.errors import MissingDependencyError
-from robot_io.sim.bench import constant_command
+from robot_io.sim import bench
+from robot_io.sim.bench import EnvLoop, TensorReplay, backend_copy, record_episode_tensors
 from robot_io.sim.factory import make_backend
 from robot_io.sim.warp_backend import WarpBackend
+from robot_io.tasks import default_config
 from robot_io.types import CommandLimits, JointTargets
+from teleop_app.cli import main
 
 TICKS = 25  # control ticks of 8 physics steps
 FIXED_TOL = {"qpos": 2e-5, "qvel": 3e-3, "sensordata": 2e-3}
@@ -94,7 +99,7 @@ def test_rollout_agrees_with_the_cpu_backend(controller: str) -> None:
     envs = (cpu, warp)
     ids = torch.arange(2)
     controllers, gates = {}, {}
-    command = constant_command(cpu.observe())  # the same command for both
+    command = bench.constant_command(cpu.observe())  # the same command for both
     for env in envs:
         controllers[env] = ReferenceController(env)
         controllers[env].reset(env.observe(), ids)
@@ -222,6 +227,42 @@ def test_importing_robot_io_does_not_import_warp() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('warp', 'mujoco_warp')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_hold_loop_and_tensor_replay_of_the_gpu_benchmark() -> None:
+    """The GPU benchmark's env loop and bare-physics replay, run here on Warp's CPU device."""
+    config = dataclasses.replace(default_config("box_pickup"), time_limit_s=0.2)
+    env = BatchedEnv("box_pickup", 2, seed=0, task_config=config, backend="warp", device="cpu")
+    loop = EnvLoop(env, "hold")
+    start, inputs = record_episode_tensors(loop)
+    assert len(inputs) == env.time_limit_steps - 1 == 9
+    assert bool(env.sim.eq_active[:, env.harness_eq].all())  # the harness holds the robots
+    root = env.observe().root_pos
+    assert float((root - start["qpos"][:, :3].double()).abs().max()) < 0.01
+    replay = TensorReplay(backend_copy(env), start, inputs, env.robot.substeps)
+    for _ in inputs:
+        assert replay.tick() == 2 * env.robot.substeps
+    # The same motion: bit for bit here, as the episode starts from a reset (no solver warm
+    # start to replay) and Warp's CPU device is deterministic.
+    assert torch.equal(replay.sim.qpos, env.sim.qpos)
+    with pytest.raises(ValueError, match="unknown loop controller"):
+        EnvLoop(env, "teleop")
+
+
+def test_bench_sim_runs_on_warp(monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(bench, "BENCH_EPISODE_S", 0.2)  # 10 ticks: Warp's CPU device is slow
+    assert main(["bench", "sim", "--task", "box_pickup", "--worlds", "2", "--seconds", "0.2",
+                 "--backend", "warp", "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["backend"], result["device"], result["controller"]) == ("warp", "cpu",
+                                                                           "reference")
+    assert result["threads"] is None and result["physics_warnings"] == 0
+    for key in ("env_control_steps_per_s", "bare_physics_steps_per_s",
+                "bare_held_physics_steps_per_s"):
+        assert result[key] > 0
+    line = bench.format_bench_line(result)
+    assert "MuJoCo Warp on cpu" in line and "bare MuJoCo Warp replaying" in line
 
 
 @pytest.mark.gpu

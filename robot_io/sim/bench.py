@@ -3,7 +3,7 @@
 All runs happen in one process on the same compiled scene, worlds and threads, so the ratio
 `env_physics_steps_per_s / bare_physics_steps_per_s` says what the environment costs on top of
 the physics (controller, command gate, observation, task outcome, resets), whatever the machine.
-Run it with `refine-dp bench sim --task NAME --worlds N`.
+Run it with `refine-dp bench sim --task NAME --worlds N [--backend warp --device cuda]`.
 
 Three measurements, each `seconds` long in total after a 0.5 s warm-up, taken in alternating
 slices (`interleaved_rates`) so that the machine's drifts cancel in the ratio:
@@ -18,6 +18,14 @@ slices (`interleaved_rates`) so that the machine's drifts cancel in the ratio:
 - bare held: the batch started from the env's last state and stepped with those inputs held
   fixed: the robot stands in its harness. Cheaper physics (fewer solver iterations); reported
   for comparison with the bare `mujoco.batch` rate of a static scene.
+
+With `backend="warp"` (MuJoCo Warp, on a GPU or on Warp's CPU device) the reference is bare
+MuJoCo Warp: a second `WarpBackend` with the env's per-world fields replays the recorded inputs
+through its tensors from the recorded start (time, qpos, qvel: float32, the solver's warm start
+is not carried over, so it follows the env's motion closely rather than bit for bit). On a GPU
+every timed call ends with `torch.cuda.synchronize`, so the rates count finished work.
+`physics_warnings` then counts instabilities and worlds that ran out of contact or constraint
+slots.
 
 The environment loop runs torch on one thread (`torch.set_num_threads(1)`): the physics already
 uses the cores through the batch's thread pool, and torch's own pool would compete with it for
@@ -39,12 +47,16 @@ import mujoco
 import numpy as np
 import torch
 from mujoco.batch import MODEL_FIELDS, Batch
+from torch import Tensor
 
 from robot_io.command_gate import CommandGate
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
+from robot_io.sim.backend import SimBackend
+from robot_io.sim.factory import make_backend
+from robot_io.sim.mujoco_batch import MujocoBatchBackend
 from robot_io.tasks import default_config
-from robot_io.types import Command, CommandLimits, Observation
+from robot_io.types import Command, CommandLimits, HarnessTarget, JointTargets, Observation
 
 WARMUP_S = 0.5
 BENCH_ROUNDS = 10
@@ -55,6 +67,8 @@ BENCH_TORCH_THREADS = 1
 _STAGE = mujoco.mjtStage.mjSTAGE_VEL.value
 # What the env writes before each physics call (robot_io.env.BatchedEnv.apply).
 INPUT_FIELDS = ("ctrl", "mocap_pos", "mocap_quat", "eq_active")
+# The state a tensor replay starts from (with the inputs).
+STATE_FIELDS = ("time", "qpos", "qvel")
 
 
 def interleaved_rates(ticks: dict[str, Callable[[], int]], seconds: float,
@@ -83,37 +97,75 @@ def interleaved_rates(ticks: dict[str, Callable[[], int]], seconds: float,
 
 def constant_command(obs: Observation, base_vx_mps: float = 0.2) -> Command:
     """Hands held at their observed pose, walking forward at `base_vx_mps`, grippers open."""
-    n = obs.num_worlds
-    base_vel = torch.zeros(n, 3, dtype=torch.float64)
+    n, device = obs.num_worlds, obs.time_s.device
+    base_vel = torch.zeros(n, 3, dtype=torch.float64, device=device)
     base_vel[:, 0] = base_vx_mps
     return Command(base_vel=base_vel, hand_pos=obs.hand_pos.clone(),
                    hand_quat=obs.hand_quat.clone(),
-                   gripper=torch.zeros(n, 2, dtype=torch.float64))
+                   gripper=torch.zeros(n, 2, dtype=torch.float64, device=device))
 
 
 def warning_count(batch: Batch, ids: torch.Tensor | None = None) -> int:
     """How many MuJoCo warnings (instabilities, overflows) worlds `ids` (all: None) have had."""
-    counts = batch.warning[:, :, 0]
-    return int(counts[ids.numpy()].sum() if ids is not None else counts.sum())
+    counts = batch.warning[:, :, 1]  # mjWarningStat (lastinfo, number): the number
+    return int(counts[ids.cpu().numpy()].sum() if ids is not None else counts.sum())
+
+
+def sim_warnings(sim: SimBackend, ids: torch.Tensor | None = None) -> int:
+    """Warnings of worlds `ids` (all: None) of any backend: MuJoCo's warning counters, or on
+    Warp the instabilities plus the worlds out of contact / constraint slots."""
+    if isinstance(sim, MujocoBatchBackend):
+        return warning_count(sim.batch, ids)
+    counts = sim.instability_count() + sim.overflowed().long()
+    return int(counts.sum() if ids is None else counts[ids].sum())
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+LOOP_CONTROLLERS = ("reference", "hold")
 
 
 class EnvLoop:
-    """The session loop of `BatchedEnv` with a constant command; resets worlds that are done."""
+    """The session loop of `BatchedEnv` with a constant command; resets worlds that are done.
 
-    def __init__(self, env: BatchedEnv) -> None:
+    controller "reference": `ReferenceController` + `CommandGate`, walking (they compute on the
+    CPU); "hold": the default pose with the harness holding each robot where it started, on any
+    device (the env loop of a GPU benchmark).
+    """
+
+    def __init__(self, env: BatchedEnv, controller: str = "reference") -> None:
+        if controller not in LOOP_CONTROLLERS:
+            raise ValueError(f"unknown loop controller {controller!r}; known: "
+                             f"{list(LOOP_CONTROLLERS)}")
         self.env = env
-        self.controller = ReferenceController(env)
-        self.gate = CommandGate(CommandLimits(), env.num_worlds, env.control_dt_s)
+        self.controller_name = controller
         self.obs = env.observe()
-        self.cmd = constant_command(self.obs)
+        if controller == "reference":
+            self.controller = ReferenceController(env)
+            self.gate = CommandGate(CommandLimits(), env.num_worlds, env.control_dt_s)
+            self.cmd = constant_command(self.obs)
+        else:
+            n = env.num_worlds
+            self.hold = JointTargets(
+                env.default_pose.expand(n, -1).clone(),
+                torch.zeros(n, 2, dtype=torch.float64, device=env.device),
+                HarnessTarget(self.obs.root_pos.clone(), self.obs.root_quat.clone()))
         self.reward_sum = 0.0
         self.warnings_of_reset_worlds = 0
-        self.reset(torch.arange(env.num_worlds))
+        self.reset(torch.arange(env.num_worlds, device=env.device))
 
     def reset(self, ids: torch.Tensor) -> None:
-        """New episodes in worlds `ids`: env, controller, gate and command."""
-        self.warnings_of_reset_worlds += warning_count(self.env.sim.batch, ids)
+        """New episodes in worlds `ids`: env, controller, gate and command (or harness pose)."""
+        self.warnings_of_reset_worlds += sim_warnings(self.env.sim, ids)
         self.obs = self.env.reset(ids)
+        if self.controller_name == "hold":
+            self.hold.harness.pos[ids] = self.obs.root_pos[ids]
+            self.hold.harness.quat[ids] = self.obs.root_quat[ids]
+            return
         self.controller.reset(self.obs, ids)
         self.gate.reset(ids)
         fresh = constant_command(self.obs)
@@ -123,13 +175,16 @@ class EnvLoop:
     def tick(self) -> int:
         """One control step of every world; returns the number of world control steps (N)."""
         env = self.env
-        applied = self.gate(self.cmd)
-        env.apply(self.controller.step(applied, self.obs))
+        if self.controller_name == "hold":
+            env.apply(self.hold)
+        else:
+            env.apply(self.controller.step(self.gate(self.cmd), self.obs))
         self.obs = env.observe()
         outcome = env.outcome()
         self.reward_sum += float(outcome.reward.sum())
         if bool(outcome.done.any()):
             self.reset(torch.nonzero(outcome.done).squeeze(1))
+        synchronize(env.device)
         return env.num_worlds
 
 
@@ -183,8 +238,104 @@ def record_episode(loop: EnvLoop) -> tuple[np.ndarray, list[dict[str, np.ndarray
     return start, inputs
 
 
+def record_episode_tensors(loop: EnvLoop) -> tuple[dict[str, Tensor], list[dict[str, Tensor]]]:
+    """`record_episode` through the backend's tensors (any backend, any device).
+
+    Returns:
+        The start (time, qpos, qvel and the inputs) and, per tick, the inputs, as tensor copies.
+    """
+    env = loop.env
+    loop.reset(torch.arange(env.num_worlds, device=env.device))
+    start = {name: getattr(env.sim, name).clone() for name in STATE_FIELDS + INPUT_FIELDS}
+    inputs = []
+    for _ in range(env.time_limit_steps - 1):
+        loop.tick()
+        inputs.append({name: getattr(env.sim, name).clone() for name in INPUT_FIELDS})
+    return start, inputs
+
+
+def backend_copy(env: BatchedEnv, threads: int = 0) -> SimBackend:
+    """A new backend of the env's kind and device with the env's per-world model fields and
+    state (time, qpos, qvel, inputs)."""
+    sim = make_backend(env.backend, env.model, env.num_worlds, threads, str(env.device))
+    for name in sorted(env.sim.per_world_fields):
+        sim.model_field(name)[...] = env.sim.model_field(name)
+    sim.update_constants()
+    for name in STATE_FIELDS + INPUT_FIELDS:
+        getattr(sim, name)[...] = getattr(env.sim, name)
+    sim.forward()
+    return sim
+
+
+class TensorReplay:
+    """Any backend replaying recorded per-tick inputs from a start through its tensors."""
+
+    def __init__(self, sim: SimBackend, start: dict[str, Tensor],
+                 inputs: list[dict[str, Tensor]], substeps: int) -> None:
+        self.sim, self.start, self.inputs, self.substeps = sim, start, inputs, substeps
+        self.k = len(inputs)
+
+    def tick(self) -> int:
+        """One control step's worth of physics; returns the world physics steps done."""
+        sim = self.sim
+        if self.k == len(self.inputs):
+            for name, value in self.start.items():
+                getattr(sim, name)[...] = value
+            sim.forward()
+            self.k = 0
+        for name, value in self.inputs[self.k].items():
+            getattr(sim, name)[...] = value
+        sim.step(self.substeps)
+        synchronize(sim.qpos.device)
+        self.k += 1
+        return sim.num_worlds * self.substeps
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+    """The bare-physics measurements timed beside the env, and their warnings."""
+
+    bare: Callable[[], int]  # replaying the env's recorded motion
+    held: Callable[[], int]  # the env's last state stepped with its inputs held
+    warnings: Callable[[], int]
+
+
+def mujoco_references(loop: EnvLoop, threads: int) -> References:
+    """Bare `mujoco.batch`, bit for bit the env's motion (see the module docstring)."""
+    env = loop.env
+    start, inputs = record_episode(loop)
+    substeps = env.robot.substeps
+    held = bare_copy(env, threads)
+
+    def held_tick() -> int:
+        held.step(nstep=substeps, stage=_STAGE)
+        return env.num_worlds * substeps
+
+    replay = Replay(bare_copy(env, threads), start, inputs, substeps)
+    return References(replay.tick, held_tick,
+                      lambda: warning_count(held) + warning_count(replay.bare))
+
+
+def tensor_references(loop: EnvLoop) -> References:
+    """A second backend of the env's kind (e.g. bare MuJoCo Warp) replaying through tensors."""
+    env = loop.env
+    start, inputs = record_episode_tensors(loop)
+    substeps = env.robot.substeps
+    held = backend_copy(env)
+
+    def held_tick() -> int:
+        held.step(substeps)
+        synchronize(env.device)
+        return env.num_worlds * substeps
+
+    replay = TensorReplay(backend_copy(env), start, inputs, substeps)
+    return References(replay.tick, held_tick,
+                      lambda: sim_warnings(held) + sim_warnings(replay.sim))
+
+
 def bench_sim(task: str, worlds: int, threads: int = 0, seconds: float = 5.0,
-              seed: int = 0) -> dict[str, object]:
+              seed: int = 0, backend: str = "mujoco",
+              device: str | None = None) -> dict[str, object]:
     """Throughput of the full environment and of bare physics on the same scene.
 
     Args:
@@ -193,18 +344,23 @@ def bench_sim(task: str, worlds: int, threads: int = 0, seconds: float = 5.0,
         threads: physics threads (0: all CPUs).
         seconds: timed duration of each of the three measurements (after a 0.5 s warm-up each).
         seed: the env's seed.
+        backend: "mujoco" (CPU) or "warp" (MuJoCo Warp).
+        device: the backend's device (see `BatchedEnv`); with a CUDA device the env loop holds
+            the robots ("hold", the reference controller runs on the CPU only).
 
     Returns:
-        task, worlds, threads (the batch's actual thread count), physics_dt_s, control_dt_s,
+        task, backend, device, controller (the env loop's), worlds, threads (the batch's actual
+        thread count; None for warp), physics_dt_s, control_dt_s,
         substeps, env_control_steps_per_s (N x ticks / s), env_physics_steps_per_s (that times
         substeps), bare_physics_steps_per_s (N x physics steps / s of bare `mujoco.batch`
-        replaying the env's motion), bare_held_physics_steps_per_s (the same, robots held
-        still), ratio (env / bare physics steps per second), torch_threads (torch's thread
-        count during the env loop), episode_s (the env loop's episode length) and
-        physics_warnings (MuJoCo warnings in all runs; 0 when clean).
+        replaying the env's motion; bare MuJoCo Warp for warp), bare_held_physics_steps_per_s
+        (the same, robots held still), ratio (env / bare physics steps per second),
+        torch_threads (torch's thread count during the env loop), episode_s (the env loop's
+        episode length) and physics_warnings (MuJoCo warnings in all runs; 0 when clean).
 
     Raises:
-        ValueError: unknown task, worlds < 1, threads < 0 or seconds <= 0.
+        ValueError: unknown task or backend, worlds < 1, threads < 0 or seconds <= 0.
+        MissingDependencyError: backend "warp" without the gpu extra.
     """
     if seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
@@ -212,26 +368,24 @@ def bench_sim(task: str, worlds: int, threads: int = 0, seconds: float = 5.0,
     torch.set_num_threads(BENCH_TORCH_THREADS)
     try:
         config = dataclasses.replace(default_config(task), time_limit_s=BENCH_EPISODE_S)
-        env = BatchedEnv(task, worlds, threads, seed, task_config=config)
-        loop = EnvLoop(env)
-        start, inputs = record_episode(loop)
-        substeps = env.robot.substeps
-        held = bare_copy(env, threads)
-
-        def held_tick() -> int:
-            held.step(nstep=substeps, stage=_STAGE)
-            return worlds * substeps
-
-        replay = Replay(bare_copy(env, threads), start, inputs, substeps)
-        rates = interleaved_rates({"env": loop.tick, "bare": replay.tick, "held": held_tick},
+        env = BatchedEnv(task, worlds, threads, seed, task_config=config, backend=backend,
+                         device=device)
+        loop = EnvLoop(env, "reference" if env.device.type == "cpu" else "hold")
+        if backend == "mujoco":  # bit for bit the env's motion
+            refs = mujoco_references(loop, threads)
+        else:
+            refs = tensor_references(loop)
+        rates = interleaved_rates({"env": loop.tick, "bare": refs.bare, "held": refs.held},
                                   seconds)
     finally:
         torch.set_num_threads(previous_threads)
+    substeps = env.robot.substeps
     env_rate, bare_rate, held_rate = rates["env"], rates["bare"], rates["held"]
-    warnings = (loop.warnings_of_reset_worlds + warning_count(env.sim.batch)
-                + warning_count(held) + warning_count(replay.bare))
+    warnings = loop.warnings_of_reset_worlds + sim_warnings(env.sim) + refs.warnings()
     return {
-        "task": env.task.name, "worlds": worlds, "threads": env.sim.batch.nthread,
+        "task": env.task.name, "backend": backend, "device": str(env.device),
+        "controller": loop.controller_name, "worlds": worlds,
+        "threads": env.sim.batch.nthread if backend == "mujoco" else None,
         "physics_dt_s": env.robot.physics_dt_s, "control_dt_s": env.control_dt_s,
         "substeps": substeps, "env_control_steps_per_s": env_rate,
         "env_physics_steps_per_s": env_rate * substeps, "bare_physics_steps_per_s": bare_rate,
@@ -244,12 +398,18 @@ def bench_sim(task: str, worlds: int, threads: int = 0, seconds: float = 5.0,
 def format_bench_line(result: dict[str, object]) -> str:
     """One human-readable line for a `bench_sim` result."""
     r = result
-    line = (f"bench sim {r['task']}: {r['worlds']} worlds, {r['threads']} physics threads, "
+    if r.get("backend", "mujoco") == "mujoco":
+        where, bare = f"{r['threads']} physics threads", "mujoco.batch"
+    else:
+        where, bare = f"MuJoCo Warp on {r['device']}", "MuJoCo Warp"
+    line = (f"bench sim {r['task']}: {r['worlds']} worlds, {where}, "
             f"torch threads {r['torch_threads']}: env {r['env_control_steps_per_s']:,.0f} "
             f"control steps/s = {r['env_physics_steps_per_s']:,.0f} physics steps/s; bare "
-            f"mujoco.batch replaying the same motion {r['bare_physics_steps_per_s']:,.0f} "
+            f"{bare} replaying the same motion {r['bare_physics_steps_per_s']:,.0f} "
             f"physics steps/s; ratio env/bare {r['ratio']:.3f} (bare with the robots held "
             f"still: {r['bare_held_physics_steps_per_s']:,.0f} physics steps/s)")
+    if r.get("controller", "reference") == "hold":
+        line += " (env loop: robots held in their harness, no controller)"
     if r["physics_warnings"]:
         line += f" (warning: {r['physics_warnings']} MuJoCo warnings, the timing is suspect)"
     return line
