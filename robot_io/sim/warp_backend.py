@@ -234,7 +234,10 @@ class WarpBackend:
     def update_constants(self, ids: Tensor | None = None) -> None:
         """Recompute the model constants that depend on per-world fields (masses, inertias,
         body positions, armature), as mj_setConst does: mujoco_warp's `set_const`, run on every
-        world (see the module docstring)."""
+        world (see the module docstring). It derives body_subtreemass, the inverse weights of
+        bodies, dofs and tendons, actuator_acc0, tendon_length0, equality anchors and camera /
+        light references; unlike mj_setConst it does not recompute actuator_length0 or tendon
+        spring lengths (refine-dp randomises nothing they depend on)."""
         with self._scope():
             mjw.set_const(self.wm, self.wd)
 
