@@ -62,7 +62,7 @@ def hold_pose(env: BatchedEnv) -> JointTargets:
     """Fixed joint targets: the default pose, grippers open, no harness."""
     n = env.num_worlds
     return JointTargets(env.default_pose.expand(n, -1).clone(),
-                        torch.zeros(n, 2, dtype=torch.float64))
+                        torch.zeros(n, 2, dtype=torch.float64, device=env.device))
 
 
 def test_initial_state_and_constants_agree_with_the_cpu_backend() -> None:
