@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     add_learning_parsers(sub, bench)
-    add_controller_parsers(sub)
+    add_controller_parsers(sub, bench)
 
     p = sub.add_parser("demo", help="what `make demo` runs")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")

@@ -134,7 +134,7 @@ def sample_arm_poses(robot: RobotSpec, count: int, seed: int, margin_rad: float 
         for k, sid in enumerate(sites):
             mujoco.mju_mat2Quat(q4[k], data.site_xmat[sid])
         quat.append(np.where(q4[:, :1] < 0, -q4, q4))
-    t = lambda x: torch.tensor(np.array(x), dtype=torch.float64)  # noqa: E731
+    t = lambda x: torch.tensor(np.array(x), dtype=torch.float64)
     return ArmPoses(q=t(qs), hand_pos=t(pos), hand_quat=t(quat))
 
 

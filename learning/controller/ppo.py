@@ -23,9 +23,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from learning.checkpoint import (latest_checkpoint, load_checkpoint, load_module,
-                                 module_tensors, optimizer_from_tensors, optimizer_to_tensors,
-                                 save_checkpoint)
+from learning.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_module,
+    module_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
 from learning.rl.ppo import clipped_surrogate, compute_gae
 from robot_io.control.policy_io import PolicyMLP, PolicySpec
 
@@ -72,6 +78,7 @@ class PPOConfig:
     curriculum_iterations: int = 600   # regularisation weights reach their end values here
     checkpoint_every: int = 50
     time_budget_s: float = 0.0         # stop (and save) after this much training time; 0: none
+    critic_warmup_iterations: int = 0  # first iterations train the critic only (warm starts)
     seed: int = 0
 
 
@@ -215,6 +222,12 @@ def collect(env: RLEnv, model: ActorCritic, horizon: int, obs: Tensor, critic_ob
                                 else float("nan"))
         stats["rot_err"].append(info["rot_err_rad"].median().item() if "rot_err_rad" in info
                                 else float("nan"))
+        # Any other per-world metric (B, ...) the env reports: the median over worlds (NaN
+        # entries, e.g. worlds without an event this tick, are left out).
+        for key, val in info.items():
+            if key not in ("terms", "pos_err_m", "rot_err_rad"):
+                stats.setdefault("metrics", {}).setdefault(key, []).append(
+                    val.to(torch.float64).nanmedian().item())
         for key, val in info.get("terms", {}).items():
             stats["terms"][key] = stats["terms"].get(key, 0.0) + float(val.mean())
         model.obs_norm.update(obs)
@@ -227,10 +240,13 @@ def collect(env: RLEnv, model: ActorCritic, horizon: int, obs: Tensor, critic_ob
 
 
 def update(model: ActorCritic, opt: torch.optim.Optimizer, roll: Rollout, last_value: Tensor,
-           cfg: PPOConfig, gen: torch.Generator) -> dict:
-    """PPO epochs over the rollout; returns diagnostics and adapts the learning rate."""
+           cfg: PPOConfig, gen: torch.Generator, critic_only: bool = False) -> dict:
+    """PPO epochs over the rollout; returns diagnostics and adapts the learning rate.
+
+    `critic_only` trains the value function alone (the critic warm-up of a warm-started actor).
+    """
     adv, ret = compute_gae(roll.rewards, roll.values, roll.dones, last_value, cfg.gamma, cfg.lam)
-    flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
     obs, cobs, act, logp_old = (flat(roll.obs), flat(roll.critic_obs), flat(roll.actions),
                                 flat(roll.logp))
     adv, ret, val_old = flat(adv), flat(ret), flat(roll.values)
@@ -253,13 +269,15 @@ def update(model: ActorCritic, opt: torch.optim.Optimizer, roll: Rollout, last_v
             vl = torch.max((value - ret[idx]).square(), (v_clipped - ret[idx]).square()).mean()
             entropy = d.entropy().sum(-1).mean()
             loss = pl.loss + cfg.value_coef * vl - cfg.entropy_coef * entropy
+            if critic_only:
+                loss = cfg.value_coef * vl
             opt.zero_grad()
             loss.backward()
             _average_gradients(model)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             kl = float(pl.approx_kl)
-            if cfg.desired_kl > 0:
+            if cfg.desired_kl > 0 and not critic_only:
                 lr = opt.param_groups[0]["lr"]
                 if kl > 2 * cfg.desired_kl:
                     lr = max(lr / 1.5, 1e-5)
@@ -267,27 +285,36 @@ def update(model: ActorCritic, opt: torch.optim.Optimizer, roll: Rollout, last_v
                     lr = min(lr * 1.5, 1e-2)
                 for g in opt.param_groups:
                     g["lr"] = lr
-            out["policy_loss"] += float(pl.loss)
-            out["value_loss"] += float(vl)
+            out["policy_loss"] += float(pl.loss.detach())
+            out["value_loss"] += float(vl.detach())
             out["kl"] += kl
             out["clip_fraction"] += float(pl.clip_fraction)
-            out["entropy"] += float(entropy)
+            out["entropy"] += float(entropy.detach())
             count += 1
     return {k: v / count for k, v in out.items()}
 
 
 def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
-          evaluate=None, eval_every: int = 0, log=print) -> tuple[ActorCritic, TrainState]:
+          evaluate=None, eval_every: int = 0, log=print,
+          init: ActorCritic | None = None) -> tuple[ActorCritic, TrainState]:
     """Train (or resume) a policy in `env`; checkpoints, TensorBoard and metrics go to `out`.
 
     Args:
         evaluate: optional callable(model) -> dict of held-out metrics, run every `eval_every`
             iterations and at the end (rank 0 only).
+        init: a warm-started model to begin from when `out` has no checkpoint yet.
     """
     out = Path(out)
     torch.manual_seed(cfg.seed + _rank())
     gen = torch.Generator().manual_seed(cfg.seed + 1 + _rank())
     model = ActorCritic(env.obs_dim, env.critic_obs_dim, env.action_dim, cfg)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+        with torch.no_grad():  # exploration starts at cfg.init_std around the warm start
+            model.log_std.fill_(math.log(cfg.init_std))
+    if dist.is_initialized():  # every rank starts from rank 0's weights
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = TrainState(lr=cfg.lr)
     resume = latest_checkpoint(out) if out.exists() else None
@@ -332,12 +359,13 @@ def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
                 f"{state.iteration}")
             break
         env.set_progress(state.iteration / max(cfg.curriculum_iterations, 1))
-        stats.update(reward_sum=0.0, pos_err=[], rot_err=[], terms={})
+        stats.update(reward_sum=0.0, pos_err=[], rot_err=[], terms={}, metrics={})
         t_roll = time.perf_counter()
         roll, obs, critic_obs, last_value = collect(env, model, cfg.horizon, obs, critic_obs,
                                                     stats)
         t_upd = time.perf_counter()
-        diag = update(model, opt, roll, last_value, cfg, gen)
+        diag = update(model, opt, roll, last_value, cfg, gen,
+                      critic_only=state.iteration < cfg.critic_warmup_iterations)
         t_end = time.perf_counter()
         state.iteration += 1
         state.env_steps += cfg.horizon * env.num_worlds * (dist.get_world_size()
@@ -350,7 +378,8 @@ def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
                "pos_err_median_m": _nanmean(stats["pos_err"]),
                "rot_err_median_rad": _nanmean(stats["rot_err"]),
                "rollout_s": t_upd - t_roll, "update_s": t_end - t_upd, "lr": state.lr,
-               "action_std": float(model.log_std.exp().mean()), **diag}
+               "action_std": float(model.log_std.exp().mean()), **diag,
+               **{f"{key}_median": _nanmean(v) for key, v in stats["metrics"].items()}}
         if evaluate is not None and eval_every and rank0 and (
                 state.iteration % eval_every == 0 or state.iteration == cfg.iterations):
             row.update({f"eval/{k}": v for k, v in evaluate(model).items()})

@@ -27,10 +27,13 @@ import torch
 from torch import Tensor
 
 from learning.controller.commands import ArmPoses, sample_arm_poses
-from robot_io.control.kinematics import (build_chains, dls_step, forward_kinematics,
-                                         orientation_error)
-from robot_io.control.policy_io import (PART_JOINTS, UPPER_OBS_TERMS, PolicySpec,
-                                        upper_observation)
+from robot_io.control.kinematics import (
+    build_chains,
+    dls_step,
+    forward_kinematics,
+    orientation_error,
+)
+from robot_io.control.policy_io import PART_JOINTS, UPPER_OBS_TERMS, PolicySpec, upper_observation
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
 from robot_io.math3d import mat_to_quat, quat_to_mat
@@ -106,6 +109,20 @@ class UpperEnvConfig:
     action_scale: float = 0.5
     action_clip: float = 6.0
     rewards: UpperRewardConfig = field(default_factory=UpperRewardConfig)
+
+
+def tracking_terms(pos_err: Tensor, rot_err: Tensor, rc: UpperRewardConfig) -> dict[str, Tensor]:
+    """The tracking rewards of (B, 2) hand position [m] and orientation [rad] errors, summed
+    over the hands (before the control-period scaling)."""
+    e2, r2 = pos_err.square(), rot_err.square()
+    return {
+        "hand_pos": rc.pos_weight * sum(torch.exp(-e2 / s ** 2) for s in rc.pos_sigmas).sum(-1),
+        "hand_pos_pinpoint": rc.pos_pinpoint_weight * torch.exp(
+            -e2 / rc.pos_pinpoint_sigma ** 2).sum(-1),
+        "hand_rot": rc.rot_weight * sum(torch.exp(-r2 / s ** 2) for s in rc.rot_sigmas).sum(-1),
+        "hand_rot_pinpoint": rc.rot_pinpoint_weight * torch.exp(
+            -r2 / rc.rot_pinpoint_sigma ** 2).sum(-1),
+    }
 
 
 class UpperBodyEnv:
@@ -316,17 +333,7 @@ class UpperBodyEnv:
         pos_err = (self.cmd_pos - obs.hand_pos).norm(dim=-1)                  # (B, 2)
         rot_err = orientation_error(quat_to_mat(obs.hand_quat),
                                     quat_to_mat(self.cmd_quat)).norm(dim=-1)  # (B, 2)
-        terms: dict[str, Tensor] = {}
-        e2 = pos_err.square()
-        terms["hand_pos"] = rc.pos_weight * sum(torch.exp(-e2 / s ** 2)
-                                                for s in rc.pos_sigmas).sum(-1)
-        terms["hand_pos_pinpoint"] = rc.pos_pinpoint_weight * torch.exp(
-            -e2 / rc.pos_pinpoint_sigma ** 2).sum(-1)
-        r2 = rot_err.square()
-        terms["hand_rot"] = rc.rot_weight * sum(torch.exp(-r2 / s ** 2)
-                                                for s in rc.rot_sigmas).sum(-1)
-        terms["hand_rot_pinpoint"] = rc.rot_pinpoint_weight * torch.exp(
-            -r2 / rc.rot_pinpoint_sigma ** 2).sum(-1)
+        terms = tracking_terms(pos_err, rot_err, rc)
         q, qd = obs.joint_pos[:, ARMS], obs.joint_vel[:, ARMS]
         terms["posture"] = rc.posture * (q - self.q_cmd).abs().sum(-1)
         terms["action_rate"] = rc.action_rate.at(w) * (action - self.last_action).square().sum(-1)
@@ -356,11 +363,15 @@ class UpperBodyEnv:
 
     def expert_action(self, damping: float = 0.05, max_step_rad: float = 0.5,
                       posture_gain: float = 0.02, joint_damping: float = 1.0,
-                      config_gain: float = 0.5) -> Tensor:
-        """A privileged teacher's action for the current state (for a behaviour-cloning warm
-        start): one damped-least-squares IK step from the measured arm joints toward the
-        commanded hand poses, with a null-space pull toward the configuration behind the
-        command, plus the gravity torque and some damping turned into a target offset."""
+                      posture_to_command: bool = False) -> Tensor:
+        """A teacher's action for the current state (for a behaviour-cloning warm start).
+
+        One damped-least-squares IK step from the measured arm joints toward the commanded hand
+        poses, with a null-space pull toward the default arm pose (or toward the configuration
+        behind the command when `posture_to_command`), plus the gravity torque and a joint
+        damping torque turned into a target offset through the servo stiffness. Apart from the
+        payload's share of the gravity torque, it is a function of what the actor observes.
+        """
         obs, cfg = self._obs, self.cfg
         q = obs.joint_pos
         pos, rot, jac = forward_kinematics(self.chains, q)
@@ -368,13 +379,13 @@ class UpperBodyEnv:
                          orientation_error(rot, quat_to_mat(self.cmd_quat))], -1)
         index = self.chains.joint                       # (2, 7) into the 29 joints
         q_chain = q[:, index]
-        q_cmd = self.default.expand(self.num_worlds, -1).clone()
-        q_cmd[:, ARMS] = self.q_cmd
-        bias = posture_gain * (q_cmd[:, index] - q_chain)
+        goal = self.default.expand(self.num_worlds, -1).clone()
+        if posture_to_command:
+            goal[:, ARMS] = self.q_cmd
+        bias = posture_gain * (goal[:, index] - q_chain)
         dq = dls_step(jac, err, damping, bias)
         peak = dq.abs().amax(-1, keepdim=True)
         dq = dq * torch.clamp(max_step_rad / peak.clamp_min(1e-12), max=1.0)
-        dq = dq + config_gain * (q_cmd[:, index] - q_chain - dq)
         desired = q.clone()
         desired[:, index.reshape(-1)] = (q_chain + dq).reshape(self.num_worlds, -1)
         dadr = self.env.joint_dadr[ARMS]

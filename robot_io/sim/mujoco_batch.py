@@ -84,5 +84,5 @@ class MujocoBatchBackend:
     def instability_count(self) -> Tensor:
         """(N,) how many times MuJoCo found each world's state unstable (bad qpos, qvel or qacc)
         and reset it; the counters only grow."""
-        counts = self.batch.warning[:, _UNSTABLE_FIRST:_UNSTABLE_LAST + 1, 0].sum(axis=1)
+        counts = self.batch.warning[:, _UNSTABLE_FIRST:_UNSTABLE_LAST + 1, 1].sum(axis=1)
         return torch.from_numpy(counts.astype(np.int64))
