@@ -119,7 +119,7 @@ def add_controller_parsers(sub: argparse._SubParsersAction,
                    help="PPO time budget in minutes (default 55; the warm start comes first)")
     p.add_argument("--iterations", type=int, help="PPO iterations at most (default 3000)")
     p.add_argument("--dagger-iterations", type=int,
-                   help="warm-start iterations (upper part; default 60, 0: none)")
+                   help="warm-start iterations (upper part; default 120, 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="physics and torch threads")
     p.add_argument("--no-progress", action="store_true")

@@ -23,6 +23,7 @@ from robot_io.control.policy_io import (
     PolicyMLP,
     PolicySpec,
     PolicySpecError,
+    hand_chains,
     upper_observation,
 )
 from robot_io.control.policy_runtime import ONNX_SPEC_KEY, load_policy
@@ -145,7 +146,8 @@ def test_learned_controller_drives_the_open_floor(env: BatchedEnv,
         onnx_targets = onnx_ctrl.step(cmd, obs)
         ref = legs.step(cmd, obs)
         with torch.no_grad():
-            action = actor(upper_observation(obs, cmd.hand_pos, cmd.hand_quat, last, default))
+            action = actor(upper_observation(obs, cmd.hand_pos, cmd.hand_quat, last, default,
+                                                 hand_chains(env.model, env.robot.joint_names)))
         last = action
         assert targets.joint_pos.shape == (2, 29)
         assert bool(torch.isfinite(targets.joint_pos).all())
@@ -209,7 +211,7 @@ def _json_edit(**changes) -> Callable[[Path], None]:
     ("torch", _json_edit(part="lower"), r"describes a 'lower' policy, not 'upper'"),
     ("torch", lambda f: _truncate(f / "upper.safetensors"), r"cannot be read.*damaged"),
     ("onnx", lambda f: _truncate(f / "upper.onnx"), r"cannot be loaded.*damaged"),
-    ("torch", _other_hidden_weights, r"'net.0.weight' has shape \(16, 93\).*\(32, 93\)"),
+    ("torch", _other_hidden_weights, r"'net.0.weight' has shape \(16, 107\).*\(32, 107\)"),
     ("torch", _deeper_weights, r"unexpected tensors \['net.6.bias', 'net.6.weight'\]"),
     ("torch", _nan_weights, r"tensor 'net.2.weight' holds NaN"),
     ("onnx", _json_edit(action_scale=0.25), r"exported with another spec"),

@@ -52,7 +52,7 @@ class ControllerTrainConfig:
     eval_every: int = 50
     eval_worlds: int = 64
     dagger: DaggerConfig = field(default_factory=lambda: DaggerConfig(
-        iterations=60, teacher_decay_iterations=30))
+        iterations=120, teacher_decay_iterations=40, max_steps=200))
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(
         iterations=3000, lr=2e-4, desired_kl=0.0, init_std=0.15, entropy_coef=0.0,
         critic_warmup_iterations=10, curriculum_iterations=800))

@@ -29,11 +29,16 @@ from torch import Tensor
 from learning.controller.commands import ArmPoses, sample_arm_poses
 from robot_io.control.kinematics import (
     build_chains,
-    dls_step,
     forward_kinematics,
     orientation_error,
 )
-from robot_io.control.policy_io import PART_JOINTS, UPPER_OBS_TERMS, PolicySpec, upper_observation
+from robot_io.control.policy_io import (
+    PART_JOINTS,
+    UPPER_OBS_TERMS,
+    PolicySpec,
+    arm_ik_step,
+    upper_observation,
+)
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
 from robot_io.math3d import mat_to_quat, quat_to_mat
@@ -321,7 +326,7 @@ class UpperBodyEnv:
     def _observe(self) -> tuple[Tensor, Tensor]:
         obs = self._obs
         actor = upper_observation(obs, self.cmd_pos, self.cmd_quat, self.last_action,
-                                  self.default)
+                                  self.default, self.chains)
         extra = torch.cat([
             self.payload, self.kp_scale.unsqueeze(-1), self.kd_scale.unsqueeze(-1),
             self.base_vel, obs.root_lin_vel, obs.root_ang_vel,
@@ -361,36 +366,20 @@ class UpperBodyEnv:
         terms["rot_err_rad"] = rot_err
         return reward.to(torch.float32), terms
 
-    def expert_action(self, damping: float = 0.05, max_step_rad: float = 0.5,
-                      posture_gain: float = 0.02, joint_damping: float = 1.0,
-                      posture_to_command: bool = False) -> Tensor:
+    def expert_action(self, gain: float = 2.0, joint_damping: float = 1.0) -> Tensor:
         """A teacher's action for the current state (for a behaviour-cloning warm start).
 
-        One damped-least-squares IK step from the measured arm joints toward the commanded hand
-        poses, with a null-space pull toward the default arm pose (or toward the configuration
-        behind the command when `posture_to_command`), plus the gravity torque and a joint
+        The measured arm joints plus `gain` times the observation's IK step toward the
+        commanded hand poses (`policy_io.arm_ik_step`), plus the gravity torque and a joint
         damping torque turned into a target offset through the servo stiffness. Apart from the
-        payload's share of the gravity torque, it is a function of what the actor observes.
+        payload's share of the gravity torque it is a function of what the actor observes.
         """
         obs, cfg = self._obs, self.cfg
-        q = obs.joint_pos
-        pos, rot, jac = forward_kinematics(self.chains, q)
-        err = torch.cat([self.cmd_pos - pos,
-                         orientation_error(rot, quat_to_mat(self.cmd_quat))], -1)
-        index = self.chains.joint                       # (2, 7) into the 29 joints
-        q_chain = q[:, index]
-        goal = self.default.expand(self.num_worlds, -1).clone()
-        if posture_to_command:
-            goal[:, ARMS] = self.q_cmd
-        bias = posture_gain * (goal[:, index] - q_chain)
-        dq = dls_step(jac, err, damping, bias)
-        peak = dq.abs().amax(-1, keepdim=True)
-        dq = dq * torch.clamp(max_step_rad / peak.clamp_min(1e-12), max=1.0)
-        desired = q.clone()
-        desired[:, index.reshape(-1)] = (q_chain + dq).reshape(self.num_worlds, -1)
+        step = arm_ik_step(self.chains, obs.joint_pos, self.cmd_pos, self.cmd_quat)
         dadr = self.env.joint_dadr[ARMS]
         torque = self.env.sim.qfrc_bias[:, dadr] - joint_damping * obs.joint_vel[:, ARMS]
-        target = desired[:, ARMS] + torque / (self.kp * self.kp_scale[:, None])
+        target = obs.joint_pos[:, ARMS] + gain * step + torque / (
+            self.kp * self.kp_scale[:, None])
         action = (target - self.default[ARMS]) / cfg.action_scale
         return action.clamp(-cfg.action_clip, cfg.action_clip).to(torch.float32)
 

@@ -32,6 +32,7 @@ from robot_io.control.policy_io import (
     PolicySpec,
     PolicySpecError,
     action_to_targets,
+    hand_chains,
     upper_observation,
 )
 from robot_io.control.policy_runtime import load_policy
@@ -78,6 +79,7 @@ class LearnedController:
         # ---------------------------------------------------------------------------------------
         self.default = env.default_pose
         self.arms = torch.tensor(PART_JOINTS["upper"])
+        self.chains = hand_chains(env.model, env.robot.joint_names)
         self.last_action = torch.zeros(env.num_worlds, self.upper.spec.action_dim)
         self.latencies_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.calls = 0
@@ -96,7 +98,7 @@ class LearnedController:
         spec = self.upper.spec
         with torch.inference_mode():
             x = upper_observation(obs, cmd.hand_pos, cmd.hand_quat, self.last_action,
-                                  self.default)
+                                  self.default, self.chains)
             start = time.perf_counter()
             action = self.upper(x)
             self.latencies_s.append(time.perf_counter() - start)

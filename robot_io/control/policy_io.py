@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from robot_io.control.kinematics import orientation_error
+from robot_io.control.kinematics import ChainSet, dls_step, forward_kinematics, orientation_error
 from robot_io.errors import RefineDpError
 from robot_io.math3d import quat_to_mat
 from robot_io.robot_spec import LEFT_ARM, LEFT_LEG, RIGHT_ARM, RIGHT_LEG
@@ -45,7 +45,10 @@ UPPER_OBS_TERMS: tuple[tuple[str, int], ...] = (
     ("hand_rot6d", 12),
     ("hand_pos_err", 6),        # command - current, root frame
     ("hand_rot_err", 6),        # axis-angle of R_cmd R^T, root frame
+    ("arm_ik_step", 14),        # damped-least-squares joint step toward the command
 )
+IK_DAMPING = 0.05        # of the `arm_ik_step` term, in metres / radians of task error
+IK_MAX_STEP_RAD = 0.5    # largest joint move of one arm's `arm_ik_step`
 
 
 class PolicySpecError(RefineDpError, ValueError):
@@ -196,15 +199,38 @@ def rot6d(quat: Tensor) -> Tensor:
     return m[..., :, :2].transpose(-1, -2).reshape(*quat.shape[:-1], 6)
 
 
+def arm_ik_step(chains: ChainSet, joint_pos: Tensor, hand_pos_cmd: Tensor,
+                hand_quat_cmd: Tensor) -> Tensor:
+    """(B, 14) the damped-least-squares joint step of both arms toward the commanded hand
+    poses from the measured joints (`PART_JOINTS["upper"]` order), each arm's step scaled to at
+    most `IK_MAX_STEP_RAD`. `chains`: the two hand chains from the root (left, right).
+
+    This observation term is ours (the paper's list has none like it): it hands the policy
+    the arm's local inverse kinematics, computed from the kinematic model, so a CPU-sized
+    training run does not have to learn it.
+    """
+    pos, rot, jac = forward_kinematics(chains, joint_pos)
+    err = torch.cat([hand_pos_cmd - pos,
+                     orientation_error(rot, quat_to_mat(hand_quat_cmd))], -1)
+    dq = dls_step(jac, err, IK_DAMPING)
+    peak = dq.abs().amax(-1, keepdim=True)
+    dq = dq * torch.clamp(IK_MAX_STEP_RAD / peak.clamp_min(1e-12), max=1.0)
+    full = torch.zeros_like(joint_pos)
+    full[:, chains.joint.reshape(-1)] = dq.reshape(joint_pos.shape[0], -1)
+    return full[:, list(PART_JOINTS["upper"])]
+
+
 def upper_observation(obs: Observation, hand_pos_cmd: Tensor, hand_quat_cmd: Tensor,
-                      last_action: Tensor, default_pose: Tensor) -> Tensor:
-    """The upper-body policy's observation, (B, 93) float32, terms as `UPPER_OBS_TERMS`.
+                      last_action: Tensor, default_pose: Tensor,
+                      chains: ChainSet) -> Tensor:
+    """The upper-body policy's observation, (B, 107) float32, terms as `UPPER_OBS_TERMS`.
 
     Args:
         obs: the robot's observation (hand poses in the root frame).
         hand_pos_cmd, hand_quat_cmd: (B, 2, 3), (B, 2, 4) commanded hand poses, root frame.
         last_action: (B, 14) the policy's previous (clipped) action.
         default_pose: (29,) the robot's default joint positions.
+        chains: the hand chains (`hand_chains(model, robot)`), for the IK-step term.
     """
     b = obs.num_worlds
     arms = list(PART_JOINTS["upper"])
@@ -221,8 +247,18 @@ def upper_observation(obs: Observation, hand_pos_cmd: Tensor, hand_quat_cmd: Ten
         rot6d(obs.hand_quat).reshape(b, 12),
         (hand_pos_cmd - obs.hand_pos).reshape(b, 6),
         rot_err.reshape(b, 6),
+        arm_ik_step(chains, obs.joint_pos, hand_pos_cmd, hand_quat_cmd),
     ]
     return torch.cat(terms, dim=-1).to(torch.float32)
+
+
+def hand_chains(model, joint_names: tuple[str, ...]) -> ChainSet:
+    """The two hand chains (left, right) from the root body, as `upper_observation` needs."""
+    from robot_io.control.kinematics import build_chains
+    from robot_io.t1_model import ROOT_BODY
+
+    return build_chains(model, ROOT_BODY, ["left_hand", "right_hand"], list(joint_names),
+                        frozen={})
 
 
 def action_to_targets(action: Tensor, spec: PolicySpec, default_pose: Tensor) -> Tensor:
