@@ -265,3 +265,24 @@ def test_unstable_world_is_counted(pool):
     assert terminated.tolist() == [False, True] and not truncated.any()
     assert torch.isfinite(obs).all() and torch.isfinite(reward).all()  # world 1 was reset
 
+
+
+def test_ppo_bc_regulariser_pulls_toward_the_teacher():
+    """With zero advantages only the BC term moves the actor: its mean goes to the teacher."""
+    from learning.controller.ppo import Rollout, update
+
+    torch.manual_seed(0)
+    t, b, o, a = 4, 8, 5, 3
+    cfg = PPOConfig(epochs=300, minibatches=1, lr=1e-2, desired_kl=0.0, actor_hidden=(32,),
+                    critic_hidden=(8,), bc_coef=1.0)
+    model = ActorCritic(o, o, a, cfg)
+    obs = torch.randn(t, b, o)
+    teacher = torch.randn(t, b, a)
+    zeros = torch.zeros(t, b)
+    roll = Rollout(obs=obs, critic_obs=obs, actions=torch.randn(t, b, a), logp=zeros,
+                   values=zeros, rewards=zeros, dones=zeros.bool(), teacher=teacher)
+    before = float((model.mean(obs) - teacher).square().mean())
+    update(model, torch.optim.Adam(model.parameters(), lr=cfg.lr), roll, torch.zeros(b), cfg,
+           torch.Generator().manual_seed(0))
+    after = float((model.mean(obs) - teacher).square().mean())
+    assert after < 0.2 * before, (before, after)

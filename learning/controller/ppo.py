@@ -79,6 +79,7 @@ class PPOConfig:
     checkpoint_every: int = 50
     time_budget_s: float = 0.0         # stop (and save) after this much training time; 0: none
     critic_warmup_iterations: int = 0  # first iterations train the critic only (warm starts)
+    bc_coef: float = 0.0               # weight of an MSE pull toward the env's teacher actions
     seed: int = 0
 
 
@@ -171,6 +172,7 @@ class Rollout:
     values: Tensor
     rewards: Tensor
     dones: Tensor
+    teacher: Tensor | None = None  # (T, B, A) teacher actions for the BC regulariser
 
 
 @dataclass
@@ -200,8 +202,12 @@ def collect(env: RLEnv, model: ActorCritic, horizon: int, obs: Tensor, critic_ob
             stats: dict) -> tuple[Rollout, Tensor, Tensor, Tensor]:
     """Step `env` for `horizon` ticks with the stochastic policy; returns the rollout, the next
     observations and the bootstrap value."""
-    buf = {k: [] for k in ("obs", "critic_obs", "actions", "logp", "values", "rewards", "dones")}
+    keys = ("obs", "critic_obs", "actions", "logp", "values", "rewards", "dones", "teacher")
+    buf = {k: [] for k in keys}
+    want_teacher = stats.get("bc_coef", 0.0) > 0
     for _ in range(horizon):
+        if want_teacher:
+            buf["teacher"].append(env.expert_action())
         with torch.no_grad():
             d = model.dist(obs)
             action = d.sample()
@@ -230,12 +236,10 @@ def collect(env: RLEnv, model: ActorCritic, horizon: int, obs: Tensor, critic_ob
                     val.to(torch.float64).nanmedian().item())
         for key, val in info.get("terms", {}).items():
             stats["terms"][key] = stats["terms"].get(key, 0.0) + float(val.mean())
-        model.obs_norm.update(obs)
-        model.critic_norm.update(critic_obs)
         obs, critic_obs = next_obs, next_critic
     with torch.no_grad():
         last_value = model.value(critic_obs)
-    roll = Rollout(**{k: torch.stack(v) for k, v in buf.items()})
+    roll = Rollout(**{k: torch.stack(v) if v else None for k, v in buf.items()})
     return roll, obs, critic_obs, last_value
 
 
@@ -250,6 +254,7 @@ def update(model: ActorCritic, opt: torch.optim.Optimizer, roll: Rollout, last_v
     obs, cobs, act, logp_old = (flat(roll.obs), flat(roll.critic_obs), flat(roll.actions),
                                 flat(roll.logp))
     adv, ret, val_old = flat(adv), flat(ret), flat(roll.values)
+    teacher = flat(roll.teacher) if roll.teacher is not None else None
     total = obs.shape[0]
     size = total // cfg.minibatches
     out = {"policy_loss": 0.0, "value_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0,
@@ -269,6 +274,10 @@ def update(model: ActorCritic, opt: torch.optim.Optimizer, roll: Rollout, last_v
             vl = torch.max((value - ret[idx]).square(), (v_clipped - ret[idx]).square()).mean()
             entropy = d.entropy().sum(-1).mean()
             loss = pl.loss + cfg.value_coef * vl - cfg.entropy_coef * entropy
+            if teacher is not None and cfg.bc_coef > 0:
+                bc = (d.mean - teacher[idx]).square().mean()
+                loss = loss + cfg.bc_coef * bc
+                out["bc_loss"] = out.get("bc_loss", 0.0) + float(bc.detach())
             if critic_only:
                 loss = cfg.value_coef * vl
             opt.zero_grad()
@@ -280,7 +289,7 @@ def update(model: ActorCritic, opt: torch.optim.Optimizer, roll: Rollout, last_v
             if cfg.desired_kl > 0 and not critic_only:
                 lr = opt.param_groups[0]["lr"]
                 if kl > 2 * cfg.desired_kl:
-                    lr = max(lr / 1.5, 1e-5)
+                    lr = max(lr / 1.5, 1e-6)
                 elif kl < cfg.desired_kl / 2:
                     lr = min(lr * 1.5, 1e-2)
                 for g in opt.param_groups:
@@ -350,7 +359,7 @@ def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
         bar = tqdm(total=cfg.iterations, initial=state.iteration, desc=f"train {env_name(env)}",
                    unit="it", dynamic_ncols=True, mininterval=2.0)
     obs, critic_obs = env.reset()
-    stats = {"gamma": cfg.gamma}
+    stats = {"gamma": cfg.gamma, "bc_coef": cfg.bc_coef}
     start_wall = state.wall_s
     t0 = time.perf_counter()
     while state.iteration < cfg.iterations:
@@ -366,6 +375,11 @@ def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
         t_upd = time.perf_counter()
         diag = update(model, opt, roll, last_value, cfg, gen,
                       critic_only=state.iteration < cfg.critic_warmup_iterations)
+        # The normalisers learn from the rollout only after the update: changing them while
+        # collecting would make the stored log-probs disagree with the ones the update computes
+        # (with a small action std that alone pushes many samples outside the clip range).
+        model.obs_norm.update(roll.obs)
+        model.critic_norm.update(roll.critic_obs)
         t_end = time.perf_counter()
         state.iteration += 1
         state.env_steps += cfg.horizon * env.num_worlds * (dist.get_world_size()

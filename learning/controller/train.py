@@ -53,9 +53,11 @@ class ControllerTrainConfig:
     eval_worlds: int = 64
     dagger: DaggerConfig = field(default_factory=lambda: DaggerConfig(
         iterations=120, teacher_decay_iterations=40, max_steps=200))
+    # A warm-started actor is fragile: a small, KL-adapted step, a tight clip, little noise and
+    # a pull toward the teacher (larger steps destroyed it within one update).
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(
-        iterations=3000, lr=2e-4, desired_kl=0.0, init_std=0.15, entropy_coef=0.0,
-        critic_warmup_iterations=10, curriculum_iterations=800))
+        iterations=3000, lr=2e-5, desired_kl=0.005, clip=0.1, init_std=0.1, entropy_coef=0.0,
+        critic_warmup_iterations=15, curriculum_iterations=800, bc_coef=1.0))
 
     def __post_init__(self) -> None:
         if self.part not in PARTS:
