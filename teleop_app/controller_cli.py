@@ -115,11 +115,12 @@ def add_controller_parsers(sub: argparse._SubParsersAction,
     p.add_argument("--backend", choices=("mujoco", "warp"), default="mujoco",
                    help="simulator: mujoco (CPU, default) or warp (MuJoCo Warp; GPU)")
     p.add_argument("--device", help="warp device (default cuda:LOCAL_RANK under torchrun)")
-    p.add_argument("--minutes", type=float, default=55.0,
-                   help="PPO time budget in minutes (default 55; the warm start comes first)")
+    p.add_argument("--minutes", type=float, default=35.0,
+                   help="PPO time budget in minutes (default 35; the warm start, about 16 "
+                        "minutes on 2 cores for the upper part, comes first)")
     p.add_argument("--iterations", type=int, help="PPO iterations at most (default 3000)")
     p.add_argument("--dagger-iterations", type=int,
-                   help="warm-start iterations (upper part; default 120, 0: none)")
+                   help="warm-start iterations (upper part; default 200, 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="physics and torch threads")
     p.add_argument("--no-progress", action="store_true")

@@ -48,11 +48,11 @@ class ControllerTrainConfig:
     device: str = "cpu"
     threads: int = 0
     seed: int = 0
-    time_budget_s: float = 3300.0       # PPO stops here (the warm start comes first)
+    time_budget_s: float = 2100.0       # PPO stops here (the warm start comes first)
     eval_every: int = 50
     eval_worlds: int = 64
     dagger: DaggerConfig = field(default_factory=lambda: DaggerConfig(
-        iterations=120, teacher_decay_iterations=40, max_steps=200))
+        iterations=200, teacher_decay_iterations=40, max_steps=200))
     # A warm-started actor is fragile: a small, KL-adapted step, a tight clip, little noise and
     # a pull toward the teacher (larger steps destroyed it within one update).
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(

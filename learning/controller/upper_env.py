@@ -41,7 +41,7 @@ from robot_io.control.policy_io import (
 )
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
-from robot_io.math3d import mat_to_quat, quat_to_mat
+from robot_io.math3d import mat_to_quat, quat_conj, quat_rotate, quat_to_mat
 from robot_io.robot_spec import RobotSpec
 from robot_io.t1_model import ROOT_BODY
 from robot_io.tasks.base import Range
@@ -161,6 +161,8 @@ class UpperBodyEnv:
         self.dt = self.robot.control_dt_s
         self.episode_ticks = int(round(cfg.episode_s / self.dt))
         self._gripper_body = [model.body(f"{s}_gripper").id for s in SIDES]
+        self._gripper_ipos = torch.tensor(model.body_ipos[self._gripper_body],
+                                          dtype=torch.float64)
         self._gripper_mass0 = torch.tensor([model.body_mass[b] for b in self._gripper_body],
                                            dtype=torch.float64)
         self._gripper_inertia0 = torch.tensor(model.body_inertia[self._gripper_body],
@@ -370,14 +372,32 @@ class UpperBodyEnv:
         """A teacher's action for the current state (for a behaviour-cloning warm start).
 
         The measured arm joints plus `gain` times the observation's IK step toward the
-        commanded hand poses (`policy_io.arm_ik_step`), plus the gravity torque and a joint
-        damping torque turned into a target offset through the servo stiffness. Apart from the
-        payload's share of the gravity torque it is a function of what the actor observes.
+        commanded hand poses (`policy_io.arm_ik_step`), plus the gravity torque of the arm
+        without its payload and a joint damping torque, turned into a target offset through the
+        servo stiffness. It is a function of what the actor observes: the payload, which the
+        actor cannot see, is left to the IK feedback (and to PPO).
         """
         obs, cfg = self._obs, self.cfg
         step = arm_ik_step(self.chains, obs.joint_pos, self.cmd_pos, self.cmd_quat)
         dadr = self.env.joint_dadr[ARMS]
         torque = self.env.sim.qfrc_bias[:, dadr] - joint_damping * obs.joint_vel[:, ARMS]
+        # Remove the payload's holding torque J_com^T (-m g): MuJoCo's bias force includes it.
+        # The payload sits at the gripper body's centre of mass; its linear Jacobian there is
+        # the hand site's, shifted by the lever from the site: J_v - [com - site]x J_w.
+        site, _, jac = forward_kinematics(self.chains, obs.joint_pos)   # (B, 2, 3), (B, 2, 6, 7)
+        sim = self.env.sim
+        body = self._gripper_body
+        com_w = sim.xpos[:, body] + quat_rotate(sim.xquat[:, body],
+                                                self._gripper_ipos.expand(self.num_worlds, -1, -1))
+        com = quat_rotate(quat_conj(obs.root_quat).unsqueeze(1).expand(-1, 2, -1),
+                          com_w - obs.root_pos.unsqueeze(1))
+        lever = (com - site).unsqueeze(-1).expand(*com.shape, jac.shape[-1])
+        jac_v = jac[..., :3, :] - torch.linalg.cross(lever, jac[..., 3:, :], dim=-2)
+        weight = 9.81 * self.payload.unsqueeze(-1) * obs.projected_gravity.unsqueeze(1)
+        payload = (jac_v.transpose(-1, -2) @ weight.unsqueeze(-1)).squeeze(-1)
+        full = torch.zeros_like(obs.joint_pos)
+        full[:, self.chains.joint.reshape(-1)] = payload.reshape(self.num_worlds, -1)
+        torque = torque + full[:, ARMS]
         target = obs.joint_pos[:, ARMS] + gain * step + torque / (
             self.kp * self.kp_scale[:, None])
         action = (target - self.default[ARMS]) / cfg.action_scale
