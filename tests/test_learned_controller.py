@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,30 +14,40 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from learning.controller.commands import sample_arm_poses
 from learning.controller.export import export_policy
+from learning.controller.lower_env import LowerBodyEnv, LowerEnvConfig
 from robot_io import control
 from robot_io.control import ControllerChoice, make_controller
+from robot_io.control.footsteps import NO_SWING, FootstepPlanner, feet_from_observation
 from robot_io.control.learned import LearnedController
+from robot_io.control.lower_policy import PolicyLegs
 from robot_io.control.policy_io import (
+    LOWER_OBS_TERMS,
     PART_JOINTS,
     UPPER_OBS_TERMS,
     PolicyMLP,
     PolicySpec,
     PolicySpecError,
     hand_chains,
+    lower_observation,
     upper_observation,
 )
 from robot_io.control.policy_runtime import ONNX_SPEC_KEY, load_policy
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
 from robot_io.errors import MissingDependencyError
+from robot_io.math3d import yaw_of
 from robot_io.t1_model import default_robot_spec
+from robot_io.tasks.base import Range
 from robot_io.tasks.open_floor import OpenFloorTask
 from robot_io.types import Command
 from teleop_app.cli import main
 
 ARMS = list(PART_JOINTS["upper"])
-LEGS = [j for j in range(29) if j not in ARMS]
+LEGS = [j for j in range(29) if j not in ARMS]  # legs, waist and head: not the arms
+LEGS_12 = list(PART_JOINTS["lower"])
+WAIST_HEAD = [j for j in LEGS if j not in LEGS_12]
 OBS_DIM = sum(width for _, width in UPPER_OBS_TERMS)
 
 
@@ -270,14 +281,6 @@ def test_a_policy_for_another_robot_is_refused(tmp_path: Path, env: BatchedEnv, 
         LearnedController(env, tmp_path)
 
 
-def test_a_lower_body_policy_is_not_supported_yet(tmp_path: Path, env: BatchedEnv,
-                                                  exported: tuple[PolicyMLP, Path]) -> None:
-    folder = copy_export(exported[1], tmp_path / "ctrl")
-    (folder / "lower.json").write_text("{}")
-    with pytest.raises(PolicySpecError, match=r"lower-body policy is not supported yet"):
-        LearnedController(env, folder)
-
-
 # -- factory and CLI -----------------------------------------------------------------------------
 def test_make_controller(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: BatchedEnv,
                          exported: tuple[PolicyMLP, Path]) -> None:
@@ -391,3 +394,202 @@ def test_cli_finetune_with_the_learned_controller_resumes_with_it(
     assert stored["controller"] == "learned"
     assert Path(stored["controller_weights"]) == exported[1].resolve()
     assert Planner.load(ckpt).meta["finetune"]["controller"] == "learned"
+
+
+# -- lower-body policy ---------------------------------------------------------------------------
+LOWER_DIM = sum(width for _, width in LOWER_OBS_TERMS)
+
+
+@pytest.fixture(scope="module")
+def lower_env() -> LowerBodyEnv:
+    """Two worlds of the lower-body training env; a new nonzero command at every tick."""
+    pool = sample_arm_poses(default_robot_spec(), 8, seed=3)
+    cfg = LowerEnvConfig(num_worlds=2, resample_s=Range(0.02, 0.02), zero_fraction=0.0)
+    return LowerBodyEnv(cfg, seed=0, threads=1, pool=pool)
+
+
+def make_lower_actor(lower_env: LowerBodyEnv, seed: int = 0, **spec_changes) -> PolicyMLP:
+    """A random-init lower policy with the training env's spec (identity normalisation)."""
+    spec = lower_env.policy_spec(torch.zeros(LOWER_DIM), torch.ones(LOWER_DIM), hidden=(32, 32),
+                                 activation="elu", obs_clip=5.0)
+    torch.manual_seed(seed)
+    actor = PolicyMLP(replace(spec, **spec_changes))
+    with torch.no_grad():  # some actions beyond the action clip, so that it is exercised too
+        actor.net[-1].weight.mul_(10.0)
+    return actor.eval()
+
+
+@pytest.fixture(scope="module")
+def lower_exported(tmp_path_factory: pytest.TempPathFactory, lower_env: LowerBodyEnv,
+                   exported: tuple[PolicyMLP, Path]) -> tuple[PolicyMLP, Path, Path]:
+    """The lower actor, a folder with only the lower policy, and one with both."""
+    actor = make_lower_actor(lower_env)
+    lower_only = tmp_path_factory.mktemp("lower")
+    export_policy(actor, lower_only)
+    both = copy_export(exported[1], tmp_path_factory.mktemp("both"))
+    copy_export(lower_only, both)
+    return actor, lower_only, both
+
+
+def lower_expected(actor: PolicyMLP, x: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
+    """(B, 12) leg targets = default + scale * clip(policy(x)), computed here."""
+    spec = actor.spec
+    with torch.no_grad():
+        action = actor(x)
+    return default[LEGS_12] + spec.action_scale * action.double().clamp(-spec.action_clip,
+                                                                          spec.action_clip)
+
+
+def test_lower_policy_export_and_runtimes_agree(
+        lower_exported: tuple[PolicyMLP, Path, Path]) -> None:
+    actor, folder, _ = lower_exported
+    assert sorted(p.name for p in folder.iterdir()) == ["lower.json", "lower.onnx",
+                                                         "lower.safetensors"]
+    torch_policy = load_policy(folder, "lower", runtime="torch")
+    onnx_policy = load_policy(folder, "lower", runtime="onnx")
+    assert torch_policy.spec == onnx_policy.spec == actor.spec
+    x = 3.0 * torch.randn(16, LOWER_DIM, generator=torch.Generator().manual_seed(2))
+    a_torch, a_onnx = torch_policy(x), onnx_policy(x)
+    assert a_torch.shape == (16, 12)
+    torch.testing.assert_close(a_onnx, a_torch, atol=1e-5, rtol=0)
+    assert float(a_torch.abs().max()) == actor.spec.action_clip
+
+
+def test_both_policies_drive_the_open_floor_without_harness(
+        env: BatchedEnv, exported: tuple[PolicyMLP, Path],
+        lower_exported: tuple[PolicyMLP, Path, Path]) -> None:
+    upper_actor, (lower_actor, _, both) = exported[0], lower_exported
+    obs = env.reset()
+    ctrl = LearnedController(env, both)
+    onnx_ctrl = LearnedController(env, both, runtime="onnx")
+    assert ctrl.reference is None and isinstance(ctrl.legs, PolicyLegs)
+    default, chains = env.default_pose, hand_chains(env.model, env.robot.joint_names)
+    # The planner and the observation as LowerBodyEnv makes them, step by step: a fresh plan
+    # on the first tick, then a step with the previous tick's command before each observation.
+    planner = FootstepPlanner(2, env.control_dt_s)
+    planner.reset(feet_from_observation(obs))
+    for c in (ctrl, onnx_ctrl):
+        c.reset(obs)
+    last_upper, last_lower, prev_vel = torch.zeros(2, 14), torch.zeros(2, 12), None
+    offset = torch.tensor([[[0.05, 0.0, 0.05], [0.05, 0.0, -0.05]]], dtype=torch.float64)
+    for tick in range(10):  # standing first: the planner starts walking one tick later
+        vel = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.1, 0.4]], dtype=torch.float64)
+        vel = vel * (tick > 0)
+        cmd = Command(base_vel=vel, hand_pos=obs.hand_pos + offset,
+                      hand_quat=obs.hand_quat.clone(),
+                      gripper=torch.tensor([[0.0, 1.0], [0.5, 0.25]], dtype=torch.float64))
+        targets, onnx_targets = ctrl.step(cmd, obs), onnx_ctrl.step(cmd, obs)
+        if prev_vel is not None:
+            planner.step(prev_vel, feet_from_observation(obs))
+        x = lower_observation(obs, planner.swing_indicator(), planner.countdown_s,
+                              planner.relative_footholds(obs.root_pos, yaw_of(obs.root_quat)),
+                              vel, last_lower, default)
+        expected_legs = lower_expected(lower_actor, x, default)
+        with torch.no_grad():
+            last_lower = lower_actor(x)
+            arm_action = upper_actor(upper_observation(obs, cmd.hand_pos, cmd.hand_quat,
+                                                       last_upper, default, chains))
+        last_upper, prev_vel = arm_action, vel
+        spec = upper_actor.spec
+        expected_arms = default[ARMS] + spec.action_scale * arm_action.double().clamp(
+            -spec.action_clip, spec.action_clip)
+        assert targets.harness is None and onnx_targets.harness is None
+        assert bool(torch.isfinite(targets.joint_pos).all())
+        torch.testing.assert_close(targets.joint_pos[:, LEGS_12], expected_legs, atol=1e-6,
+                                   rtol=0)
+        torch.testing.assert_close(targets.joint_pos[:, ARMS], expected_arms, atol=1e-6, rtol=0)
+        torch.testing.assert_close(targets.joint_pos[:, WAIST_HEAD], default[WAIST_HEAD]
+                                   .expand(2, -1), atol=0, rtol=0)
+        torch.testing.assert_close(onnx_targets.joint_pos, targets.joint_pos, atol=1e-5, rtol=0)
+        assert torch.equal(targets.gripper, cmd.gripper)
+        landed, footholds = ctrl.planned_touchdowns()
+        expected_landed, expected_footholds = planner.planned_touchdowns()
+        assert torch.equal(landed, expected_landed)
+        torch.testing.assert_close(footholds[landed], expected_footholds[landed])
+        env.apply(targets)
+        obs = env.observe()
+    assert bool((ctrl.legs.planner.swing_leg >= 0).all())  # both worlds are stepping
+    assert ctrl.latency_summary()["calls"] == 10
+    ctrl.reset(obs, torch.tensor([1]))
+    assert bool((ctrl.legs.last_action[1] == 0).all())
+    assert int(ctrl.legs.planner.swing_leg[1]) == NO_SWING
+    ctrl.step(cmd, obs)  # a reset world's first tick sees the fresh plan, as in training
+    assert int(ctrl.legs.planner.swing_leg[1]) == NO_SWING
+    assert int(ctrl.legs.planner.swing_leg[0]) != NO_SWING
+
+
+def test_runtime_matches_the_training_env(lower_env: LowerBodyEnv,
+                                          lower_exported: tuple[PolicyMLP, Path, Path]) -> None:
+    """Driven by LowerBodyEnv's own commands, the lower-only controller's leg targets are the
+    policy applied to the env's observations, across command changes; its arms are those of
+    a reference controller fed the same inputs."""
+    actor, folder, _ = lower_exported
+    o, _ = lower_env.reset()
+    ctrl = LearnedController(lower_env.env, folder)
+    assert ctrl.upper is None and isinstance(ctrl.reference, ReferenceController)
+    reference = ReferenceController(lower_env.env)
+    obs, default = lower_env._obs, lower_env.default
+    for c in (ctrl, reference):
+        c.reset(obs)
+    changes = 0
+    for _ in range(12):
+        vel = lower_env.base_vel.clone()
+        cmd = Command(base_vel=vel, hand_pos=obs.hand_pos.clone(),
+                      hand_quat=obs.hand_quat.clone(), gripper=torch.zeros(2, 2,
+                                                                            dtype=torch.float64))
+        targets, ref = ctrl.step(cmd, obs), reference.step(cmd, obs)
+        assert targets.harness is None
+        torch.testing.assert_close(targets.joint_pos[:, LEGS_12],
+                                   lower_expected(actor, o, default), atol=1e-6, rtol=0)
+        torch.testing.assert_close(targets.joint_pos[:, ARMS], ref.joint_pos[:, ARMS])
+        assert torch.equal(targets.joint_pos[:, WAIST_HEAD], default[WAIST_HEAD].expand(2, -1))
+        with torch.no_grad():
+            o, _, _, terminated, truncated, _ = lower_env.step(actor(o))
+        assert not bool((terminated | truncated).any())
+        obs = lower_env._obs
+        changes += int(not torch.equal(lower_env.base_vel, vel))
+    assert changes == 12  # so the planner's one-tick command lag matters
+    assert bool((ctrl.legs.planner.swing_leg >= 0).all())
+
+
+def test_eval_controller_reads_the_footstep_planner(
+        env: BatchedEnv, exported: tuple[PolicyMLP, Path],
+        lower_exported: tuple[PolicyMLP, Path, Path]) -> None:
+    from learning.controller.eval_metrics import GaitTouchdowns, foothold_source
+
+    env.reset()
+    source, _ = foothold_source(LearnedController(env, lower_exported[1]))
+    assert isinstance(source, LearnedController)
+    upper_only, _ = foothold_source(LearnedController(env, exported[1]))
+    assert isinstance(upper_only, GaitTouchdowns)  # unchanged: the reference legs' gait
+
+
+def _swap_legs(spec: PolicySpec) -> dict:
+    return {k: getattr(spec, k)[6:] + getattr(spec, k)[:6]
+            for k in ("joint_names", "default_pose", "kp", "kd")}
+
+
+def _swap_terms(spec: PolicySpec) -> dict:
+    terms = spec.obs_terms
+    return {"obs_terms": (terms[1], terms[0], *terms[2:])}
+
+
+@pytest.mark.parametrize("changes,message", [
+    (_swap_legs, r"the lower policy drives joints in the order"),
+    (_swap_terms, r"the lower policy observes .*this runtime builds"),
+    (lambda _: {"control_dt_s": 0.01}, r"control period of 0.01 s"),
+])
+def test_an_unfit_lower_policy_is_refused(tmp_path: Path, env: BatchedEnv,
+                                          lower_env: LowerBodyEnv, changes, message: str) -> None:
+    base = make_lower_actor(lower_env).spec
+    export_policy(make_lower_actor(lower_env, **changes(base)), tmp_path, onnx=False)
+    with pytest.raises(PolicySpecError, match=message):
+        LearnedController(env, tmp_path)
+
+
+def test_a_damaged_lower_policy_is_refused(tmp_path: Path, env: BatchedEnv,
+                                           exported: tuple[PolicyMLP, Path]) -> None:
+    folder = copy_export(exported[1], tmp_path / "ctrl")
+    (folder / "lower.json").write_text("{}")
+    with pytest.raises(PolicySpecError, match=r"lower.json.*not a refine-dp controller policy"):
+        LearnedController(env, folder)

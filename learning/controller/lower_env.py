@@ -40,7 +40,8 @@ from robot_io.control.kinematics import (
     forward_kinematics,
     orientation_error,
 )
-from robot_io.control.policy_io import LOWER_OBS_TERMS, PART_JOINTS, PolicySpec, lower_observation
+from robot_io.control.lower_policy import lower_policy_observation
+from robot_io.control.policy_io import LOWER_OBS_TERMS, PART_JOINTS, PolicySpec
 from robot_io.env import BatchedEnv
 from robot_io.math3d import quat_to_mat, wrap_angle, yaw_of
 from robot_io.robot_spec import RobotSpec
@@ -365,9 +366,9 @@ class LowerBodyEnv:
     def _observe(self) -> tuple[Tensor, Tensor]:
         obs, planner = self._obs, self.planner
         yaw = yaw_of(obs.root_quat)
-        actor = lower_observation(obs, planner.swing_indicator(), planner.countdown_s,
-                                  planner.relative_footholds(obs.root_pos, yaw), self.base_vel,
-                                  self.last_action, self.default)
+        # The same function as the runtime (`robot_io.control.lower_policy.PolicyLegs`).
+        actor = lower_policy_observation(obs, planner, self.base_vel, self.last_action,
+                                         self.default)
         ref_pos, _ = planner.reference_feet()
         feet_world = obs.root_pos.unsqueeze(1) + (quat_to_mat(obs.root_quat).unsqueeze(1)
                                                   @ obs.foot_pos.unsqueeze(-1)).squeeze(-1)

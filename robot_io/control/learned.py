@@ -1,7 +1,7 @@
 """The learned low-level controller pi_L: exported neural policies behind the `Controller` protocol.
 
 A weights folder holds `upper.json` (+ `upper.safetensors` and/or `upper.onnx`), the arms'
-hand-pose tracking policy, and later `lower.json` (+ weights), the legs' locomotion policy
+hand-pose tracking policy, and/or `lower.json` (+ weights), the legs' locomotion policy
 (layout: `learning.controller.export`). Each control tick:
 
 1. the upper-body observation (`policy_io.upper_observation`) from the commanded hand poses,
@@ -9,10 +9,13 @@ hand-pose tracking policy, and later `lower.json` (+ weights), the legs' locomot
 2. the policy (torch or ONNX Runtime) -> a clipped action per world;
 3. arm targets = default pose + action_scale * action (`policy_io.action_to_targets`).
 
-Until a lower-body policy exists, the legs and the pelvis harness stay with an internal
-`ReferenceController` (the upper-body policy was trained on top of exactly that), so the learned
-arms can be used at once; it also means the controller is simulation-only for now. Its arm
-targets are discarded. Grippers follow the command by position, as in the reference controller.
+Legs: with a lower-body policy, `lower_policy.PolicyLegs` turns the command's base velocity into
+footholds (`FootstepPlanner`) and the policy into leg targets, exactly as in training; there is
+no harness, and waist and head stay at the default pose. Without one, the legs and the pelvis
+harness stay with an internal `ReferenceController` (the upper-body policy was trained on top
+of exactly that), which makes the controller simulation-only; its arm targets are discarded.
+With only a lower-body policy the arms come from that reference controller's arm IK.
+Grippers follow the command by position, as in the reference controller.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from robot_io.control.lower_policy import PolicyLegs
 from robot_io.control.policy_io import (
+    LOWER_OBS_TERMS,
     PART_JOINTS,
     UPPER_OBS_TERMS,
     PolicySpec,
@@ -35,7 +40,7 @@ from robot_io.control.policy_io import (
     hand_chains,
     upper_observation,
 )
-from robot_io.control.policy_runtime import load_policy
+from robot_io.control.policy_runtime import OnnxPolicy, TorchPolicy, load_policy
 from robot_io.control.reference import ReferenceController
 from robot_io.types import Command, JointTargets, Observation
 
@@ -43,21 +48,33 @@ if TYPE_CHECKING:
     from robot_io.env import BatchedEnv
 
 LATENCY_WINDOW = 10_000  # ticks kept for the latency summary (the newest ones)
+PART_OBS_TERMS = {"upper": UPPER_OBS_TERMS, "lower": LOWER_OBS_TERMS}
+"""The observation each policy part must be trained on: what this runtime builds."""
 
 
 class LearnedController:
-    """Runs an exported upper-body policy for `env`'s worlds (satisfies `Controller`).
+    """Runs exported upper- and / or lower-body policies for `env`'s worlds (a `Controller`).
+
+    What drives what, by the files in `weights_dir`:
+
+    | files | arms | legs, waist, head | harness |
+    | --- | --- | --- | --- |
+    | `upper.json` | upper policy | reference controller | reference controller |
+    | both | upper policy | lower policy, default pose | none |
+    | `lower.json` | reference controller's arm IK | lower policy, default pose | none |
+
+    With a lower-body policy the controller also has `planned_touchdowns()`, its footstep
+    planner's (the `PlansFootholds` protocol of `eval-controller`).
 
     Args:
-        env: the simulated worlds (the legs' reference controller reads privileged state).
-        weights_dir: the exported policy folder (`upper.json` and its weights).
+        env: the simulated worlds (the reference controller reads privileged state).
+        weights_dir: the exported policy folder.
         runtime: "torch" (safetensors) or "onnx" (ONNX Runtime, the `export` extra).
-        device: where the policy runs ("cpu" by default).
+        device: where the policies run ("cpu" by default).
 
     Raises:
         PolicySpecError: missing or damaged files, weights that do not fit the spec, NaN
-            weights, a policy trained for another robot, or a lower-body policy (not supported
-            by this runtime yet).
+            weights, or a policy trained for another robot, joint order, observation or rate.
         MissingDependencyError: runtime "onnx" without onnxruntime.
     """
 
@@ -65,59 +82,91 @@ class LearnedController:
                  device: str = "cpu") -> None:
         weights_dir = Path(weights_dir)
         self.env, self.weights_dir, self.runtime = env, weights_dir, runtime
-        self.upper = load_policy(weights_dir, "upper", runtime, device)
-        check_fits(self.upper.spec, env.robot.joint_names, env.robot.default_pose,
-                   env.robot.kp, env.robot.control_dt_s)
-        # -- lower body -------------------------------------------------------------------------
-        # The one place to add the lower-body policy: load `lower.json` here, check it like the
-        # upper one, and in `step` replace the leg targets (and drop the harness) with its output.
-        if (weights_dir / "lower.json").exists():
-            raise PolicySpecError(f"{weights_dir / 'lower.json'}: a lower-body policy is not "
-                                  f"supported yet by this runtime; remove it from the folder to "
-                                  f"run the upper-body policy with the reference legs")
-        self.legs = ReferenceController(env)
-        # ---------------------------------------------------------------------------------------
-        self.default = env.default_pose
+        self.num_worlds, self.default = env.num_worlds, env.default_pose
+        has_lower = (weights_dir / "lower.json").exists()
+        # Only a lone lower policy skips the upper one; otherwise a missing upper.json is the
+        # error to report.
+        self.upper = (None if has_lower and not (weights_dir / "upper.json").exists()
+                      else self._load(weights_dir, "upper", runtime, device))
+        self.lower = self._load(weights_dir, "lower", runtime, device) if has_lower else None
+        # The reference controller runs while something still comes from it.
+        self.reference = (ReferenceController(env) if self.upper is None or self.lower is None
+                          else None)
+        self.legs: ReferenceController | PolicyLegs
+        if self.lower is None:
+            self.legs = self.reference
+        else:
+            self.legs = PolicyLegs(self.lower, self.default, env.observe(),
+                                   env.robot.control_dt_s)
+            # An instance attribute, not a method: `eval-controller` recognises a controller
+            # that plans footholds by this attribute; without a lower policy it reads the
+            # reference controller's gait instead.
+            self.planned_touchdowns = self.legs.planned_touchdowns
         self.arms = torch.tensor(PART_JOINTS["upper"])
+        self.leg_joints = torch.tensor(PART_JOINTS["lower"])
         self.chains = hand_chains(env.model, env.robot.joint_names)
-        self.last_action = torch.zeros(env.num_worlds, self.upper.spec.action_dim)
+        # The upper policy's previous action (zeros without an upper policy).
+        self.last_action = torch.zeros(env.num_worlds, len(self.arms))
         self.latencies_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.calls = 0
 
+    def _load(self, weights_dir: Path, part: str, runtime: str,
+              device: str) -> TorchPolicy | OnnxPolicy:
+        """Load `part`'s policy from `weights_dir` and refuse it unless it fits this robot."""
+        policy = load_policy(weights_dir, part, runtime, device)
+        robot = self.env.robot
+        check_fits(policy.spec, robot.joint_names, robot.default_pose, robot.kp,
+                   robot.control_dt_s)
+        return policy
+
     def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
-        """Forget the last action of worlds `ids` (all when None) and reset the legs."""
-        self.legs.reset(obs, ids)
+        """Forget the last actions of worlds `ids` (all when None) and reset the legs."""
+        if self.reference is not None:
+            self.reference.reset(obs, ids)
+        if isinstance(self.legs, PolicyLegs):
+            self.legs.reset(obs, ids)
         if ids is None:
             self.last_action.zero_()
         else:
             self.last_action[torch.as_tensor(ids, dtype=torch.long)] = 0.0
 
     def step(self, cmd: Command, obs: Observation) -> JointTargets:
-        """Arm targets from the policy; legs, harness from the reference; grippers as commanded."""
-        ref = self.legs.step(cmd, obs)
-        spec = self.upper.spec
-        with torch.inference_mode():
-            x = upper_observation(obs, cmd.hand_pos, cmd.hand_quat, self.last_action,
-                                  self.default, self.chains)
-            start = time.perf_counter()
-            action = self.upper(x)
-            self.latencies_s.append(time.perf_counter() - start)
-            self.calls += 1
-            arm_targets = action_to_targets(action, spec, self.default)
-        # Cloned outside inference mode: ordinary tensors that `reset` may write into.
-        self.last_action = action.to(torch.float32).clone()
-        joint = ref.joint_pos  # a fresh tensor per tick
-        joint[:, self.arms] = arm_targets.clone().to(joint.dtype)
-        return JointTargets(joint_pos=joint, gripper=cmd.gripper, harness=ref.harness)
+        """Joint targets of this tick: see the class docstring for which part drives what."""
+        ref = self.reference.step(cmd, obs) if self.reference is not None else None
+        if self.lower is None:
+            joint = ref.joint_pos  # a fresh tensor per tick
+        else:
+            joint = self.default.expand(self.num_worlds, -1).clone()
+            if ref is not None:
+                joint[:, self.arms] = ref.joint_pos[:, self.arms]
+        network_s = 0.0
+        if self.upper is not None:
+            with torch.inference_mode():
+                x = upper_observation(obs, cmd.hand_pos, cmd.hand_quat, self.last_action,
+                                      self.default, self.chains)
+                start = time.perf_counter()
+                action = self.upper(x)
+                network_s += time.perf_counter() - start
+                arm_targets = action_to_targets(action, self.upper.spec, self.default)
+            # Cloned outside inference mode: ordinary tensors that `reset` may write into.
+            self.last_action = action.to(torch.float32).clone()
+            joint[:, self.arms] = arm_targets.clone().to(joint.dtype)
+        if isinstance(self.legs, PolicyLegs):
+            joint[:, self.leg_joints] = self.legs.step(cmd.base_vel, obs).to(joint.dtype)
+            network_s += self.legs.network_s
+        self.latencies_s.append(network_s)
+        self.calls += 1
+        harness = ref.harness if self.lower is None else None
+        return JointTargets(joint_pos=joint, gripper=cmd.gripper, harness=harness)
 
     def latency_summary(self) -> dict:
-        """Wall time of the policy network per tick: calls, median / p90 / max in ms, runtime."""
+        """Wall time of the policy networks per tick: calls, median / p90 / max in ms, runtime."""
         if not self.latencies_s:
             return {"calls": 0, "runtime": self.runtime}
         ms = np.asarray(self.latencies_s) * 1e3
         return {"calls": self.calls, "median_ms": float(np.median(ms)),
                 "p90_ms": float(np.percentile(ms, 90)), "max_ms": float(ms.max()),
-                "batch": int(self.last_action.shape[0]), "runtime": self.runtime}
+                "batch": self.num_worlds, "runtime": self.runtime}
 
 
 def check_fits(spec: PolicySpec, joint_names: tuple[str, ...], default_pose: tuple[float, ...],
@@ -125,7 +174,8 @@ def check_fits(spec: PolicySpec, joint_names: tuple[str, ...], default_pose: tup
     """Refuse a policy this runtime cannot drive on this robot.
 
     Besides `PolicySpec.check_robot` (joints, default pose, gains), the runtime indexes joints by
-    `PART_JOINTS` and builds the observation of `UPPER_OBS_TERMS`, at the robot's control rate.
+    `PART_JOINTS` and builds the observation of `PART_OBS_TERMS` (`UPPER_OBS_TERMS`,
+    `LOWER_OBS_TERMS`), at the robot's control rate.
 
     Raises:
         PolicySpecError: naming the first thing that differs.
@@ -135,12 +185,13 @@ def check_fits(spec: PolicySpec, joint_names: tuple[str, ...], default_pose: tup
     if spec.joint_names != order:
         raise PolicySpecError(f"the {spec.part} policy drives joints in the order "
                               f"{list(spec.joint_names)}, this runtime in {list(order)}")
-    if spec.part == "upper" and spec.obs_terms != UPPER_OBS_TERMS:
-        raise PolicySpecError(f"the upper policy observes {list(spec.obs_terms)}, this runtime "
-                              f"builds {list(UPPER_OBS_TERMS)}; re-export it with this version")
+    terms = PART_OBS_TERMS[spec.part]
+    if spec.obs_terms != terms:
+        raise PolicySpecError(f"the {spec.part} policy observes {list(spec.obs_terms)}, this "
+                              f"runtime builds {list(terms)}; re-export it with this version")
     if abs(spec.control_dt_s - control_dt_s) > 1e-9:
         raise PolicySpecError(f"the {spec.part} policy was trained at a control period of "
                               f"{spec.control_dt_s} s, the robot runs at {control_dt_s} s")
 
 
-__all__ = ["LearnedController", "check_fits"]
+__all__ = ["PART_OBS_TERMS", "LearnedController", "check_fits"]
