@@ -593,3 +593,17 @@ def test_a_damaged_lower_policy_is_refused(tmp_path: Path, env: BatchedEnv,
     (folder / "lower.json").write_text("{}")
     with pytest.raises(PolicySpecError, match=r"lower.json.*not a refine-dp controller policy"):
         LearnedController(env, folder)
+
+
+def test_eval_controller_runs_a_lower_policy_folder(
+        tmp_path: Path, lower_exported: tuple[PolicyMLP, Path, Path]) -> None:
+    """Random-mode evaluation of a controller with a lower policy (its own footstep planner
+    resets with it; the evaluator must not call its reset with world ids)."""
+    from learning.controller.evaluate import evaluate_controller
+    from robot_io.control import ControllerChoice
+
+    folder = lower_exported[2]
+    report = evaluate_controller(ControllerChoice("learned", folder), "random", worlds=2,
+                                 seconds=0.4, threads=1, out_dir=tmp_path / "eval",
+                                 progress=False)
+    assert report.to_dict()["controller"]["name"] == "learned"

@@ -212,7 +212,7 @@ class ControllerMetrics:
         self.pending_tick[ids] = -1
         for name in ("root_pos", "root_quat", "hand_pos", "hand_quat"):
             getattr(self.before, name)[ids] = getattr(obs, name)[ids].to(torch.float64)
-        if self.feet is not None and hasattr(self.feet, "reset"):
+        if isinstance(self.feet, GaitTouchdowns):  # a controller's own planner resets itself
             self.feet.reset(ids)
         if bool((ids == self.trace_world).any()) and self.trace["time_s"]:
             self.trace["resets"].append(self.trace_time_s)
