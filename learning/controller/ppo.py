@@ -392,7 +392,7 @@ def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
                "pos_err_median_m": _nanmean(stats["pos_err"]),
                "rot_err_median_rad": _nanmean(stats["rot_err"]),
                "rollout_s": t_upd - t_roll, "update_s": t_end - t_upd, "lr": state.lr,
-               "action_std": float(model.log_std.exp().mean()), **diag,
+               "action_std": float(model.log_std.detach().exp().mean()), **diag,
                **{f"{key}_median": _nanmean(v) for key, v in stats["metrics"].items()}}
         if evaluate is not None and eval_every and rank0 and (
                 state.iteration % eval_every == 0 or state.iteration == cfg.iterations):

@@ -93,8 +93,13 @@ def make_env(cfg: ControllerTrainConfig):
         from learning.controller.upper_env import UpperBodyEnv, UpperEnvConfig
 
         return UpperBodyEnv(UpperEnvConfig(num_worlds=cfg.worlds), seed=cfg.seed,
-                            threads=cfg.threads, backend=cfg.backend)
+                            threads=cfg.threads, backend=cfg.backend,
+                            device=cfg.device if cfg.backend == "warp" else None)
     from learning.controller.lower_env import LowerBodyEnv, LowerEnvConfig
+
+    if cfg.backend != "mujoco":
+        raise ValueError("the lower-body environment runs on the CPU MuJoCo backend only (its "
+                         "foot contact sensors are untested on MuJoCo Warp); use --backend mujoco")
 
     return LowerBodyEnv(LowerEnvConfig(num_worlds=cfg.worlds), seed=cfg.seed,
                         threads=cfg.threads, backend=cfg.backend)

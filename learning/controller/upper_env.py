@@ -141,9 +141,9 @@ class UpperBodyEnv:
 
     def __init__(self, cfg: UpperEnvConfig | None = None, seed: int = 0, threads: int = 0,
                  robot: RobotSpec | None = None, pool: ArmPoses | None = None,
-                 backend: str = "mujoco") -> None:
+                 backend: str = "mujoco", device: str | None = None) -> None:
         self.cfg = cfg = cfg or UpperEnvConfig()
-        env_kwargs = {"backend": backend} if backend != "mujoco" else {}
+        env_kwargs = {"backend": backend, "device": device} if backend != "mujoco" else {}
         self.env = BatchedEnv(OpenFloorTask(), num_worlds=cfg.num_worlds, threads=threads,
                               seed=seed, robot=robot, **env_kwargs)
         self.robot = self.env.robot
@@ -257,17 +257,17 @@ class UpperBodyEnv:
         self.payload[ids] = cfg.payload_kg.sample(2 * n, gen).reshape(n, 2)
         for k, body in enumerate(self._gripper_body):
             m0 = self._gripper_mass0[k]
-            mass[ids, body] = m0 + self.payload[ids, k]
-            inertia[ids, body] = self._gripper_inertia0[k] * ((m0 + self.payload[ids, k])
-                                                              / m0).unsqueeze(-1)
+            mass[ids, body] = (m0 + self.payload[ids, k]).to(mass)
+            inertia[ids, body] = (self._gripper_inertia0[k] * ((m0 + self.payload[ids, k])
+                                                               / m0).unsqueeze(-1)).to(inertia)
         self.kp_scale[ids] = cfg.kp_scale.sample(n, gen)
         self.kd_scale[ids] = cfg.kd_scale.sample(n, gen)
         gain, bias = sim.model_field("actuator_gainprm"), sim.model_field("actuator_biasprm")
         rows, act = ids.unsqueeze(1), self._arm_act
         kp, kd = self.kp * self.kp_scale[ids, None], self.kd * self.kd_scale[ids, None]
-        gain[rows, act, 0] = kp
-        bias[rows, act, 1] = -kp
-        bias[rows, act, 2] = -kd
+        gain[rows, act, 0] = kp.to(gain)
+        bias[rows, act, 1] = -kp.to(bias)
+        bias[rows, act, 2] = -kd.to(bias)
         sim.update_constants(ids)
         sim.forward(ids)
         obs = self.env.observe()
@@ -380,14 +380,15 @@ class UpperBodyEnv:
         obs, cfg = self._obs, self.cfg
         step = arm_ik_step(self.chains, obs.joint_pos, self.cmd_pos, self.cmd_quat)
         dadr = self.env.joint_dadr[ARMS]
-        torque = self.env.sim.qfrc_bias[:, dadr] - joint_damping * obs.joint_vel[:, ARMS]
+        torque = self.env.sim.qfrc_bias[:, dadr].to(torch.float64) - joint_damping * (
+            obs.joint_vel[:, ARMS])
         # Remove the payload's holding torque J_com^T (-m g): MuJoCo's bias force includes it.
         # The payload sits at the gripper body's centre of mass; its linear Jacobian there is
         # the hand site's, shifted by the lever from the site: J_v - [com - site]x J_w.
         site, _, jac = forward_kinematics(self.chains, obs.joint_pos)   # (B, 2, 3), (B, 2, 6, 7)
         sim = self.env.sim
         body = self._gripper_body
-        com_w = sim.xpos[:, body] + quat_rotate(sim.xquat[:, body],
+        com_w = sim.xpos[:, body].double() + quat_rotate(sim.xquat[:, body].double(),
                                                 self._gripper_ipos.expand(self.num_worlds, -1, -1))
         com = quat_rotate(quat_conj(obs.root_quat).unsqueeze(1).expand(-1, 2, -1),
                           com_w - obs.root_pos.unsqueeze(1))
