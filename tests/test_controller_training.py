@@ -286,3 +286,23 @@ def test_ppo_bc_regulariser_pulls_toward_the_teacher():
            torch.Generator().manual_seed(0))
     after = float((model.mean(obs) - teacher).square().mean())
     assert after < 0.2 * before, (before, after)
+
+
+def test_a_resumed_run_keeps_its_best_export(pool, tmp_path):
+    """The best-so-far score is read back from evals.jsonl, so a worse actor after a resume
+    does not overwrite the exported best one."""
+    import json as _json
+
+    from learning.controller.train import ControllerTrainConfig, _evaluator
+
+    out = tmp_path / "run"
+    (out / "export").mkdir(parents=True)
+    (out / "export" / "upper.json").write_text("the best one")
+    (out / "evals.jsonl").write_text(_json.dumps({"tag": "warm_start", "score": 1e-6}) + "\n")
+    cfg = ControllerTrainConfig(out=str(out), worlds=2, threads=1, eval_worlds=2)
+    env = small_env(pool, worlds=2)
+    evaluate, best = _evaluator(cfg, out, env)
+    assert best["tag"] == "warm_start"
+    evaluate(ActorCritic(env.obs_dim, env.critic_obs_dim, 14, PPOConfig(actor_hidden=(8,))))
+    assert (out / "export" / "upper.json").read_text() == "the best one"
+    assert len((out / "evals.jsonl").read_text().splitlines()) == 2

@@ -180,6 +180,12 @@ def _evaluator(cfg: ControllerTrainConfig, out: Path, env):
     from learning.controller.export import export_policy
 
     best: dict = {}
+    # A resumed run remembers the best actor so far (it is the one in OUT/export).
+    if (out / "evals.jsonl").is_file() and (out / "export").is_dir():
+        for line in (out / "evals.jsonl").read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("score", float("inf")) < best.get("score", float("inf")):
+                best.update(score=row["score"], metrics=row, tag=row.get("tag") or "ppo")
 
     def evaluate(model: ActorCritic, tag: str | None = None) -> dict:
         metrics = _quick_eval(cfg, model)
