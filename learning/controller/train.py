@@ -147,6 +147,9 @@ def train_controller(cfg: ControllerTrainConfig, progress: bool = True, log=prin
     if not rank0:
         return {}
     final = evaluate(model, tag="final")
+    if warm_s < 1.0 and (out / "dagger.jsonl").is_file():  # resumed: the warm start ran before
+        lines = [ln for ln in (out / "dagger.jsonl").read_text().splitlines() if ln.strip()]
+        warm_s = json.loads(lines[-1])["wall_s"] if lines else warm_s
     metrics = {"part": cfg.part, "warm_start_s": round(warm_s, 1),
                "ppo_iterations": state.iteration, "ppo_env_steps": state.env_steps,
                "ppo_wall_s": round(state.wall_s, 1), "final": final,
@@ -234,7 +237,18 @@ def _plot(out: Path) -> None:
             if line.strip()] if (out / "ppo" / "metrics.jsonl").exists() else []
     evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()
              if line.strip()] if (out / "evals.jsonl").exists() else []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    dag = [json.loads(line) for line in (out / "dagger.jsonl").read_text().splitlines()
+           if line.strip()] if (out / "dagger.jsonl").exists() else []
+    fig, all_axes = plt.subplots(1, 3, figsize=(16, 4))
+    if dag:
+        ax = all_axes[0]
+        t = [r["wall_s"] / 60 for r in dag]
+        ax.plot(t, [r["pos_err_median_m"] * 100 for r in dag], label="hand error, all ticks [cm]")
+        ax.plot(t, [r["bc_loss"] * 100 for r in dag], label="BC loss x 100")
+        ax.plot(t, [r["teacher_prob"] * 10 for r in dag], ":", label="teacher share x 10")
+        ax.set(xlabel="warm-start wall-clock [min]", title="DAgger warm start", yscale="log")
+        ax.legend()
+    axes = all_axes[1:]
     if rows:
         t = [r["wall_s"] / 60 for r in rows]
         axes[0].plot(t, [r["reward_per_step"] for r in rows])
