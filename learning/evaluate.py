@@ -228,7 +228,7 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (NaN becomes None)."""
-        return _nan_to_none(dataclasses.asdict(self))
+        return nan_to_none(dataclasses.asdict(self))
 
     def format(self) -> str:
         """A short human-readable summary."""
@@ -257,13 +257,14 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _nan_to_none(value: Any) -> Any:
+def nan_to_none(value: Any) -> Any:
+    """NaN and inf floats (also inside dicts, lists and tuples) -> None, for strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: nan_to_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
+        return [nan_to_none(v) for v in value]
     return value
 
 

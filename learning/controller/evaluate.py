@@ -45,6 +45,7 @@ from learning.controller.commands import (
 )
 from learning.controller.eval_metrics import ControllerMetrics, FallCriteria, summarise
 from learning.controller.upper_eval import HELD_OUT_SEED
+from learning.evaluate import nan_to_none
 from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
 from robot_io.protocols import CommandSource, Controller
@@ -97,7 +98,7 @@ class ControllerEvalReport:
         head = {"format": REPORT_FORMAT, "version": REPORT_VERSION}
         body = dataclasses.asdict(self)
         metrics = body.pop("metrics")
-        return _nan_to_none({**head, **body, **metrics})
+        return nan_to_none({**head, **body, **metrics})
 
     def format(self) -> str:
         """A short human-readable summary."""
@@ -145,16 +146,6 @@ def _fmt(value: float) -> str:
 
 def _dist(d: dict) -> str:
     return f"{_fmt(d['median'])} / {_fmt(d['p90'])}"
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return value
 
 
 # -- running the session --------------------------------------------------------------------------
