@@ -281,3 +281,23 @@ def test_rollout_on_a_gpu_agrees_with_the_cpu_backend() -> None:
         worst = {k: max(v, diff[k]) for k, v in worst.items()}
     assert all(worst[k] <= REFERENCE_TOL[k] for k in worst), worst
     assert not gpu.outcome().done.any()
+
+
+def test_upper_body_training_env_runs_on_warp_cpu() -> None:
+    """The controller-training env on Warp's CPU device: float32 model fields take the
+    randomisation, the teacher and the observation stay finite, and it matches the CPU env's
+    observation layout."""
+    from learning.controller.commands import sample_arm_poses
+    from learning.controller.upper_env import UpperBodyEnv, UpperEnvConfig
+    from robot_io.t1_model import default_robot_spec
+
+    pool = sample_arm_poses(default_robot_spec(), 20, seed=5)
+    env = UpperBodyEnv(UpperEnvConfig(num_worlds=2), seed=0, threads=1, pool=pool,
+                       backend="warp", device="cpu")
+    obs, critic = env.reset()
+    assert obs.shape == (2, env.obs_dim) and critic.shape == (2, env.critic_obs_dim)
+    mass = env.env.sim.model_field("body_mass")[:, env._gripper_body[0]]
+    assert torch.allclose(mass.double(), env._gripper_mass0[0] + env.payload[:, 0], atol=1e-5)
+    for _ in range(3):
+        obs, critic, reward, *_ = env.step(env.expert_action())
+    assert torch.isfinite(obs).all() and torch.isfinite(reward).all()
