@@ -62,6 +62,17 @@ class ArmPoses:
         return self.q[idx], self.hand_pos[idx], self.hand_quat[idx]
 
 
+def hand_poses(chains, default_pose: Tensor, arm_index: list[int] | Tensor,
+               q_arm: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, 2, 3) positions and (n, 2, 4) orientations (wxyz, w >= 0) of both hands in the root
+    frame for arm configurations q_arm (n, 14), the other joints at the default pose."""
+    full = default_pose.expand(q_arm.shape[0], -1).clone()
+    full[:, arm_index] = q_arm
+    pos, rot, _ = forward_kinematics(chains, full)
+    quat = mat_to_quat(rot)
+    return pos, torch.where(quat[..., :1] < 0, -quat, quat)
+
+
 def _body_of_joint(model: mujoco.MjModel, name: str) -> int:
     return int(model.jnt_bodyid[model.joint(name).id])
 
@@ -287,9 +298,5 @@ class RandomCommandSource:
         frac = ((self.segment_tick[ids] + 1).to(torch.float64)
                 / self.move_ticks[ids]).clamp(max=1.0)
         q = self.q_from[ids] + frac.unsqueeze(-1) * (self.q_to[ids] - self.q_from[ids])
-        full = self.default.expand(len(ids), -1).clone()
-        full[:, self.arms] = q
-        pos, rot, _ = forward_kinematics(self.chains, full)
-        quat = mat_to_quat(rot)
-        self.hand_pos[ids] = pos
-        self.hand_quat[ids] = torch.where(quat[..., :1] < 0, -quat, quat)
+        self.hand_pos[ids], self.hand_quat[ids] = hand_poses(self.chains, self.default,
+                                                             self.arms, q)

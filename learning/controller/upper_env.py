@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from learning.controller.commands import ArmPoses, sample_arm_poses
+from learning.controller.commands import ArmPoses, hand_poses, sample_arm_poses
 from robot_io.control.kinematics import (
     build_chains,
     forward_kinematics,
@@ -41,7 +41,7 @@ from robot_io.control.policy_io import (
 )
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
-from robot_io.math3d import mat_to_quat, quat_conj, quat_rotate, quat_to_mat
+from robot_io.math3d import quat_conj, quat_rotate, quat_to_mat
 from robot_io.robot_spec import RobotSpec
 from robot_io.t1_model import ROOT_BODY
 from robot_io.tasks.base import Range
@@ -312,18 +312,16 @@ class UpperBodyEnv:
         ended = self.segment_tick >= self.move_ticks + self.hold_ticks
         if bool(ended.any()):
             self._new_segment(torch.nonzero(ended).squeeze(-1))
-        self._update_command_pose(torch.arange(self.num_worlds))
+        # Only worlds whose command still moves (or just got a new target) need kinematics.
+        moving = torch.nonzero(self.segment_tick <= self.move_ticks).squeeze(-1)
+        if len(moving):
+            self._update_command_pose(moving)
 
     def _update_command_pose(self, ids: Tensor) -> None:
         frac = (self.segment_tick[ids].to(torch.float64) / self.move_ticks[ids]).clamp(max=1.0)
         q = self.q_from[ids] + frac.unsqueeze(-1) * (self.q_to[ids] - self.q_from[ids])
         self.q_cmd[ids] = q
-        full = self.default.expand(len(ids), -1).clone()
-        full[:, ARMS] = q
-        pos, rot, _ = forward_kinematics(self.chains, full)
-        self.cmd_pos[ids] = pos
-        quat = mat_to_quat(rot)
-        self.cmd_quat[ids] = torch.where(quat[..., :1] < 0, -quat, quat)
+        self.cmd_pos[ids], self.cmd_quat[ids] = hand_poses(self.chains, self.default, ARMS, q)
 
     def _observe(self) -> tuple[Tensor, Tensor]:
         obs = self._obs

@@ -15,13 +15,9 @@ from torch import nn
 
 from learning.controller.commands import ArmPoses, sample_arm_poses
 from learning.controller.upper_env import UpperBodyEnv, UpperEnvConfig
-from robot_io.tasks.base import Range, fixed
+from robot_io.tasks.base import fixed
 
 HELD_OUT_SEED = 12345
-
-
-def held_out_pool(env_cfg: UpperEnvConfig, robot, size: int = 4000) -> ArmPoses:
-    return sample_arm_poses(robot, size, HELD_OUT_SEED)
 
 
 def evaluate_upper(policy: nn.Module, env_cfg: UpperEnvConfig | None = None, worlds: int = 64,
@@ -67,4 +63,3 @@ def _robot():
     return default_robot_spec()
 
 
-__all__ = ["HELD_OUT_SEED", "Range", "evaluate_upper", "held_out_pool"]
