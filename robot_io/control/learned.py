@@ -16,12 +16,20 @@ harness stay with an internal `ReferenceController` (the upper-body policy was t
 of exactly that), which makes the controller simulation-only; its arm targets are discarded.
 With only a lower-body policy the arms come from that reference controller's arm IK.
 Grippers follow the command by position, as in the reference controller.
+
+Hand-position integral (`HandIntegralConfig`): the upper policy observes neither the payload nor
+an error history, so a held box makes the hand sag below its command by a few centimetres. An
+outer loop adds the integrated position error to the command the policy sees while the command and
+the hand hold still (tracking lag and overshoot are not a steady-state error), so the hand settles
+on the command under a payload. The reference controller cancels the same droop with integral
+action in joint space.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +60,64 @@ PART_OBS_TERMS = {"upper": UPPER_OBS_TERMS, "lower": LOWER_OBS_TERMS}
 """The observation each policy part must be trained on: what this runtime builds."""
 
 
+@dataclass(frozen=True)
+class HandIntegralConfig:
+    """The outer integral loop on the commanded hand positions (per hand, root frame).
+
+    Attributes:
+        gain_per_tick: fraction of the position error added to the offset each tick (0 turns
+            the loop off); 0.04 at 50 Hz settles the offset in about half a second.
+        limit_m: largest offset per axis; more than any payload's droop, less than a reach
+            error worth hiding.
+        still_mps: the offset integrates only while the commanded and the measured hand both
+            move slower than this.
+    """
+
+    gain_per_tick: float = 0.04
+    limit_m: float = 0.08
+    still_mps: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gain_per_tick <= 1.0:
+            raise ValueError(f"gain_per_tick must be in [0, 1], got {self.gain_per_tick}")
+        if self.limit_m < 0 or self.still_mps < 0:
+            raise ValueError(f"limit_m and still_mps must be >= 0, got {self.limit_m} and "
+                             f"{self.still_mps}")
+
+
+class HandIntegral:
+    """Integrates the hand position error of worlds where both the commanded and the measured
+    hand hold still (see the module docstring); `apply` returns the command the policy is
+    given. Judging the measured hand too keeps the loop out of transients: it learns a sag,
+    not an overshoot."""
+
+    def __init__(self, num_worlds: int, control_dt_s: float,
+                 cfg: HandIntegralConfig | None = None) -> None:
+        self.cfg = cfg or HandIntegralConfig()
+        self.max_step_m = self.cfg.still_mps * control_dt_s
+        self.offset = torch.zeros(num_worlds, 2, 3, dtype=torch.float64)
+        # (B, 2, 2, 3): last tick's commanded and measured positions, NaN where unknown.
+        self.prev = torch.full((num_worlds, 2, 2, 3), float("nan"), dtype=torch.float64)
+
+    def reset(self, ids: Tensor | None = None) -> None:
+        rows = slice(None) if ids is None else torch.as_tensor(ids, dtype=torch.long)
+        self.offset[rows] = 0.0
+        self.prev[rows] = float("nan")  # no stillness judged on the first tick
+
+    def apply(self, hand_pos_cmd: Tensor, hand_pos: Tensor) -> Tensor:
+        """(B, 2, 3) commanded and measured hand positions -> the shifted command."""
+        cfg = self.cfg
+        now = torch.stack([hand_pos_cmd, hand_pos], dim=2).to(torch.float64)
+        if cfg.gain_per_tick > 0:
+            # NaN (a reset world) compares False: not still.
+            still = ((now - self.prev).norm(dim=-1) <= self.max_step_m).all(dim=-1)
+            error = now[:, :, 0] - now[:, :, 1]
+            self.offset += torch.where(still.unsqueeze(-1), cfg.gain_per_tick * error, 0.0)
+            self.offset.clamp_(-cfg.limit_m, cfg.limit_m)
+        self.prev = now
+        return (now[:, :, 0] + self.offset).to(hand_pos_cmd.dtype)
+
+
 class LearnedController:
     """Runs exported upper- and / or lower-body policies for `env`'s worlds (a `Controller`).
 
@@ -71,6 +137,8 @@ class LearnedController:
         weights_dir: the exported policy folder.
         runtime: "torch" (safetensors) or "onnx" (ONNX Runtime, the `export` extra).
         device: where the policies run ("cpu" by default).
+        hand_integral: the outer integral loop on the hand positions (default on; a gain of 0
+            turns it off).
 
     Raises:
         PolicySpecError: missing or damaged files, weights that do not fit the spec, NaN
@@ -79,7 +147,7 @@ class LearnedController:
     """
 
     def __init__(self, env: BatchedEnv, weights_dir: Path, runtime: str = "torch",
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", hand_integral: HandIntegralConfig | None = None) -> None:
         weights_dir = Path(weights_dir)
         self.env, self.weights_dir, self.runtime = env, weights_dir, runtime
         self.num_worlds, self.default = env.num_worlds, env.default_pose
@@ -107,6 +175,7 @@ class LearnedController:
         self.chains = hand_chains(env.model, env.robot.joint_names)
         # The upper policy's previous action (zeros without an upper policy).
         self.last_action = torch.zeros(env.num_worlds, len(self.arms))
+        self.hand_integral = HandIntegral(env.num_worlds, env.robot.control_dt_s, hand_integral)
         self.latencies_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.calls = 0
 
@@ -125,6 +194,7 @@ class LearnedController:
             self.reference.reset(obs, ids)
         if isinstance(self.legs, PolicyLegs):
             self.legs.reset(obs, ids)
+        self.hand_integral.reset(ids)
         if ids is None:
             self.last_action.zero_()
         else:
@@ -141,8 +211,9 @@ class LearnedController:
                 joint[:, self.arms] = ref.joint_pos[:, self.arms]
         network_s = 0.0
         if self.upper is not None:
+            hand_pos_cmd = self.hand_integral.apply(cmd.hand_pos, obs.hand_pos)
             with torch.inference_mode():
-                x = upper_observation(obs, cmd.hand_pos, cmd.hand_quat, self.last_action,
+                x = upper_observation(obs, hand_pos_cmd, cmd.hand_quat, self.last_action,
                                       self.default, self.chains)
                 start = time.perf_counter()
                 action = self.upper(x)
@@ -194,4 +265,5 @@ def check_fits(spec: PolicySpec, joint_names: tuple[str, ...], default_pose: tup
                               f"{spec.control_dt_s} s, the robot runs at {control_dt_s} s")
 
 
-__all__ = ["PART_OBS_TERMS", "LearnedController", "check_fits"]
+__all__ = ["PART_OBS_TERMS", "HandIntegral", "HandIntegralConfig", "LearnedController",
+           "check_fits"]
