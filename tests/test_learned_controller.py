@@ -186,21 +186,26 @@ def test_learned_controller_drives_the_open_floor(env: BatchedEnv,
 
 # -- the hand-position integral -------------------------------------------------------------------
 def test_hand_integral_by_hand() -> None:
-    """Gain 0.5, limit 8 cm, still below 0.05 m/s (1 mm per 20 ms tick), numbers by hand."""
+    """Gain 0.5, limit 8 cm, still below 0.05 m/s (1 mm per 20 ms tick), engaged below 10 cm of
+    error; numbers by hand."""
     f64 = torch.float64
     loop = HandIntegral(2, 0.02, HandIntegralConfig(gain_per_tick=0.5, limit_m=0.08,
-                                                    still_mps=0.05))
+                                                    still_mps=0.05, engage_m=0.1))
     cmd = torch.zeros(2, 2, 3, dtype=f64)
     sag = torch.tensor([0.0, 0.0, -0.04], dtype=f64)
-    z = (..., 2)
-    assert torch.equal(loop.apply(cmd, cmd + sag), cmd)  # no previous tick: nothing learnt
-    assert torch.allclose(loop.apply(cmd, cmd + sag)[z], torch.full((2, 2), 0.02, dtype=f64))
-    assert torch.allclose(loop.apply(cmd, cmd + sag)[z], torch.full((2, 2), 0.04, dtype=f64))
-    # The hand drops 16 cm in a tick: not still, nothing learnt; then it stays: the limit.
-    assert torch.allclose(loop.apply(cmd, cmd + 5 * sag)[z], torch.full((2, 2), 0.04, dtype=f64))
-    assert torch.allclose(loop.apply(cmd, cmd + 5 * sag)[z], torch.full((2, 2), 0.08, dtype=f64))
+
+    def z_offsets(hand: torch.Tensor, expected: float) -> None:
+        out = loop.apply(cmd, hand)
+        torch.testing.assert_close(out[..., 2], torch.full((2, 2), expected, dtype=f64))
+
+    z_offsets(cmd + sag, 0.0)  # no previous tick: nothing learnt
+    z_offsets(cmd + sag, 0.02)
+    z_offsets(cmd + sag, 0.04)
+    z_offsets(cmd + 2 * sag, 0.04)  # the hand dropped 4 cm in a tick: not still
+    z_offsets(cmd + 2 * sag, 0.08)
+    z_offsets(cmd + 2 * sag, 0.08)  # 0.12, limited
     # The left hand's command moves 1 cm: only the right hand integrates its 0.8 mm x error.
-    moved, hand = cmd.clone(), cmd + 5 * sag
+    moved, hand = cmd.clone(), cmd + 2 * sag
     moved[:, 0, 0] = 0.01
     hand[..., 0] -= 0.0008
     out = loop.apply(moved, hand)
@@ -210,8 +215,15 @@ def test_hand_integral_by_hand() -> None:
     out = loop.apply(moved, hand)
     assert torch.equal(out[1], moved[1])
     torch.testing.assert_close(out[0, 1], torch.tensor([0.0008, 0.0, 0.08], dtype=f64))
+    # 30 cm off and still: an unreachable pose, not a sag; the offset stays as it was.
+    hand[0, 1, 2] = -0.3
+    loop.apply(moved, hand)
+    out = loop.apply(moved, hand)
+    torch.testing.assert_close(out[0, 1], torch.tensor([0.0008, 0.0, 0.08], dtype=f64))
     with pytest.raises(ValueError, match="gain_per_tick must be in"):
         HandIntegralConfig(gain_per_tick=2.0)
+    with pytest.raises(ValueError, match="engage_m must be >= 0"):
+        HandIntegralConfig(engage_m=-1.0)
 
 
 def test_hand_integral_cancels_a_payload_droop() -> None:

@@ -71,18 +71,21 @@ class HandIntegralConfig:
             error worth hiding.
         still_mps: the offset integrates only while the commanded and the measured hand both
             move slower than this.
+        engage_m: ... and while the hand is closer to its command than this: a larger error is
+            an unreachable pose, not a sag, and integrating it would wind the offset up.
     """
 
     gain_per_tick: float = 0.04
     limit_m: float = 0.08
     still_mps: float = 0.1
+    engage_m: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gain_per_tick <= 1.0:
             raise ValueError(f"gain_per_tick must be in [0, 1], got {self.gain_per_tick}")
-        if self.limit_m < 0 or self.still_mps < 0:
-            raise ValueError(f"limit_m and still_mps must be >= 0, got {self.limit_m} and "
-                             f"{self.still_mps}")
+        if min(self.limit_m, self.still_mps, self.engage_m) < 0:
+            raise ValueError(f"limit_m, still_mps and engage_m must be >= 0, got {self.limit_m}, "
+                             f"{self.still_mps} and {self.engage_m}")
 
 
 class HandIntegral:
@@ -112,7 +115,8 @@ class HandIntegral:
             # NaN (a reset world) compares False: not still.
             still = ((now - self.prev).norm(dim=-1) <= self.max_step_m).all(dim=-1)
             error = now[:, :, 0] - now[:, :, 1]
-            self.offset += torch.where(still.unsqueeze(-1), cfg.gain_per_tick * error, 0.0)
+            learn = still & (error.norm(dim=-1) < cfg.engage_m)
+            self.offset += torch.where(learn.unsqueeze(-1), cfg.gain_per_tick * error, 0.0)
             self.offset.clamp_(-cfg.limit_m, cfg.limit_m)
         self.prev = now
         return (now[:, :, 0] + self.offset).to(hand_pos_cmd.dtype)
