@@ -20,8 +20,8 @@ Grippers follow the command by position, as in the reference controller.
 Hand-position integral (`HandIntegralConfig`): the upper policy observes neither the payload nor
 an error history, so a held box makes the hand sag below its command by a few centimetres. An
 outer loop adds the integrated position error to the command the policy sees while the command and
-the hand hold still (tracking lag and overshoot are not a steady-state error), so the hand settles
-on the command under a payload. The reference controller cancels the same droop with integral
+the hand hold still (tracking lag and overshoot are not a steady-state error) and the hand is near
+its command (a far one is an unreachable pose), so the hand settles on the command under a payload. The reference controller cancels the same droop with integral
 action in joint space.
 """
 
