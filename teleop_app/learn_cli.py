@@ -119,7 +119,8 @@ def add_learning_parsers(sub: argparse._SubParsersAction,
     p.add_argument("--ft-steps", type=int, help="K', fine-tuned denoising steps (default 10)")
     p.add_argument("--bc-coef", type=float, help="BC regulariser weight (default 0)")
     p.add_argument("--min-std", type=float,
-                   help="floor on the sampling and log-prob std of a denoising step (default 0.1)")
+                   help="exploration noise: floor on the sampling and log-prob std of a denoising step; "
+                        "for mlp-ft, the std of the last transition (default 0.1)")
     p.add_argument("--epochs", type=int, help="PPO epochs per iteration (default 4)")
     p.add_argument("--minibatch", type=int, help="PPO minibatch size in (env step x transition) samples (default 5000)")
     p.add_argument("--actor-lr", type=float, help="actor learning rate (default 1e-4)")

@@ -22,7 +22,7 @@ from learning.evaluate import evaluate
 from learning.features import ObsSpec
 from learning.planner import Planner
 from learning.pretrain import PretrainConfig, pretrain, with_policy
-from learning.rl.finetune import FinetuneConfig, finetune
+from learning.rl.finetune import FinetuneConfig, finetune, prepare
 from learning.rl.residual import ResidualPolicy
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
@@ -167,6 +167,16 @@ def test_mlp_ft_iteration_reloads(regressor_run: Path, runs: Path) -> None:
     assert tuned.kind == "regressor" and tuned.meta["finetune"]["method"] == "mlp-ft"
     assert isinstance(tuned.model, RegressorPolicy) and tuned.model.ft_net is not None
     assert (out / "metrics.jsonl").is_file()
+
+
+def test_mlp_ft_exploration_noise_follows_min_std(regressor_run: Path) -> None:
+    # `--min-std` sets the std of MLP-FT's last transition, the noise left on the executed chunk.
+    planner = Planner.load(regressor_run)
+    cfg = dataclasses.replace(finetune_cfg(regressor_run, regressor_run, "mlp-ft"),
+                              min_sampling_std=0.05, mlpft_steps=3)
+    actor = prepare(planner, cfg)
+    assert actor.sigma.tolist() == pytest.approx([0.3, 0.175, 0.05])
+    assert actor.theta.tolist() == pytest.approx([0.2, 0.6, 1.0])
 
 
 def test_residual_iteration_reloads(dit_run: Path, runs: Path) -> None:
