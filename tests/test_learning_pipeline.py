@@ -169,10 +169,10 @@ def test_mlp_ft_iteration_reloads(regressor_run: Path, runs: Path) -> None:
     assert (out / "metrics.jsonl").is_file()
 
 
-def test_mlp_ft_exploration_noise_follows_min_std(regressor_run: Path) -> None:
+def test_mlp_ft_exploration_noise_follows_min_std(regressor_run: Path, runs: Path) -> None:
     # `--min-std` sets the std of MLP-FT's last transition, the noise left on the executed chunk.
     planner = Planner.load(regressor_run)
-    cfg = dataclasses.replace(finetune_cfg(regressor_run, regressor_run, "mlp-ft"),
+    cfg = dataclasses.replace(finetune_cfg(regressor_run, runs / "unused", "mlp-ft"),
                               min_sampling_std=0.05, mlpft_steps=3)
     actor = prepare(planner, cfg)
     assert actor.sigma.tolist() == pytest.approx([0.3, 0.175, 0.05])

@@ -107,7 +107,8 @@ class MeanRevertingActor(nn.Module):
     """MLP-FT: mean-reverting sampling around a deterministic MLP (call `policy.split()` first).
 
     Transition j: x_{j+1} ~ N(x_j + theta_j (mu - x_j), sigma_j^2) with theta_j linear from
-    `theta_min` to 1 and sigma_j linear from `sigma_max` down to `sigma_min`.
+    `theta_min` to 1 and sigma_j linear from `sigma_max` down to `sigma_min` (constant when
+    `sigma_min` is the larger: the noise never grows along the chain).
     """
 
     def __init__(self, policy: RegressorPolicy, steps: int = 5, theta_min: float = 0.2,
@@ -122,6 +123,7 @@ class MeanRevertingActor(nn.Module):
         frac = (torch.arange(steps, dtype=torch.float32) / (steps - 1) if steps > 1
                 else torch.ones(1))
         self.register_buffer("theta", theta_min + (1 - theta_min) * frac)
+        sigma_max = max(sigma_max, sigma_min)
         self.register_buffer("sigma", sigma_max + (sigma_min - sigma_max) * frac)
 
     @torch.no_grad()

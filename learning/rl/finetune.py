@@ -208,8 +208,7 @@ def prepare(planner: Planner, cfg: FinetuneConfig) -> nn.Module:
         planner.meta["finetune"] = base_meta
         # The last transition's std is the exploration noise left on the executed chunk: the
         # same floor as DPPO's, so `--min-std` sets both.
-        return MeanRevertingActor(model, steps=cfg.mlpft_steps, sigma_min=cfg.min_sampling_std,
-                                  sigma_max=max(0.3, cfg.min_sampling_std))
+        return MeanRevertingActor(model, steps=cfg.mlpft_steps, sigma_min=cfg.min_sampling_std)
     if not isinstance(model, DiffusionPolicy) or model.ft_net is not None:
         raise CheckpointError(f"{cfg.policy}: residual RL needs a pre-trained (not fine-tuned) "
                               f"diffusion policy; this one is a {planner.kind!r}")
