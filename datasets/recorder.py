@@ -23,7 +23,7 @@ import torch
 from datasets.dataset import Dataset
 from datasets.episode_io import SCHEMA_VERSION, write_episode
 from datasets.errors import DatasetError
-from robot_io.session import EpisodeEnd, EpisodeStart, StepRecord
+from robot_io.protocols import EpisodeEnd, EpisodeStart, StepRecord
 from robot_io.types import Command
 
 BLOCK_TICKS = 64
@@ -40,7 +40,7 @@ class _WorldEpisode:
     session_episode_id: int
     start_tick: int
     randomization: dict[str, float]
-    initial_state: np.ndarray
+    initial_state: np.ndarray | None
     model_fields: dict[str, np.ndarray]
 
 
@@ -60,7 +60,8 @@ def record_fields(record: StepRecord) -> dict[str, np.ndarray]:
         b = obs.num_worlds
         out["targets/harness_pos"] = np.broadcast_to(_np(sent.harness.pos), (b, 3))
         out["targets/harness_quat"] = np.broadcast_to(_np(sent.harness.quat), (b, 4))
-    out["sim/state"] = np.asarray(record.sim_state)
+    if record.sim_state is not None:  # a simulator's exact-replay state (a robot has none)
+        out["sim/state"] = np.asarray(record.sim_state)
     return out
 
 
@@ -154,7 +155,8 @@ class EpisodeRecorder:
             self._worlds[world] = _WorldEpisode(
                 session_episode_id=int(start.episode_ids[i]), start_tick=self._tick,
                 randomization={k: float(v[i]) for k, v in params.items()},
-                initial_state=np.array(start.sim_state[i], dtype=np.float64),
+                initial_state=(None if start.sim_state is None
+                               else np.array(start.sim_state[i], dtype=np.float64)),
                 model_fields={k: np.array(v[i]) for k, v in start.model_fields.items()})
         self.time_in_recorder_s += time.perf_counter() - t0
 
@@ -189,12 +191,12 @@ class EpisodeRecorder:
                     raise DatasetError(f"world {world} ended episode {int(end.episode_ids[i])} "
                                        f"but the recorder saw episode {ep.session_episode_id} "
                                        f"start; attach one recorder per session")
-                success = bool(end.success[i])
-                if not (success or self.keep_failures):
+                success, reason = bool(end.success[i]), end.reason(i)
+                # An operator's "save as failure" is kept; automatic failures only on request.
+                wanted = success or self.keep_failures or reason == "operator"
+                if not (end.kept(i) and wanted):
                     self.episodes_dropped += 1
                     continue
-                reason = ("success" if success else "unstable" if bool(end.unstable[i])
-                          else "timeout")
                 self._write(world, ep, success, reason, int(end.steps[i]))
             self._drop_unneeded_blocks()
         finally:
@@ -221,7 +223,8 @@ class EpisodeRecorder:
                                f"recorder saw {length} ticks; attach the recorder before the "
                                f"session starts")
         arrays = self._rows(world, ep.start_tick) if length else {}
-        arrays["sim/initial_state"] = ep.initial_state
+        if ep.initial_state is not None:
+            arrays["sim/initial_state"] = ep.initial_state
         for name, value in ep.model_fields.items():
             arrays[f"sim/model_fields/{name}"] = value
         episode_id = self._next_id

@@ -3,6 +3,9 @@
 The episode's scene is rebuilt from its task and stored task config, and the world is put into
 the recorded initial state (integration state and per-world model fields). Two modes:
 
+Every tick is the session's (`Session.tick`: safety filter, controller, world), as when the
+episode was recorded; an observer measures the gaps.
+
 - "targets" (default, exact): each tick applies the recorded joint targets, gripper targets and
   harness pose, the simulator's inputs; `mujoco.batch` is bit-identical whatever the batch, so on
   the same machine the replay reproduces the recording exactly.
@@ -28,9 +31,10 @@ from datasets.errors import DatasetError
 from robot_io.control import REGISTRY as CONTROLLERS
 from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
-from robot_io.protocols import Controller
+from robot_io.protocols import Controller, StepRecord, World
+from robot_io.session import Session
 from robot_io.tasks import REGISTRY
-from robot_io.types import Command, HarnessTarget, JointTargets
+from robot_io.types import Command, HarnessTarget, JointTargets, Observation
 
 OBS_FIELDS = ("joint_pos", "joint_vel", "gripper_pos", "root_pos", "root_quat", "hand_pos",
               "hand_quat", "foot_pos", "foot_quat")
@@ -42,13 +46,68 @@ def _row(arrays: dict[str, np.ndarray], key: str, t: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arrays[key][t:t + 1]))
 
 
-def _recorded_targets(arrays: dict[str, np.ndarray], t: int) -> JointTargets:
-    harness = None
-    if "targets/harness_pos" in arrays:
-        harness = HarnessTarget(_row(arrays, "targets/harness_pos", t),
-                                _row(arrays, "targets/harness_quat", t))
-    return JointTargets(_row(arrays, "targets/joint_pos", t), _row(arrays, "targets/gripper", t),
-                        harness)
+class _RecordedCommands:
+    """A command source that replays the recorded commands, tick by tick."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays, self.t = arrays, 0
+
+    def reset(self, obs: Observation, ids: torch.Tensor | None = None) -> None:
+        self.t = 0
+
+    def next_command(self, obs: Observation) -> Command:
+        t = min(self.t, len(self.arrays["command/base_vel"]) - 1)
+        self.t += 1
+        return Command(*(_row(self.arrays, f"command/{name}", t)
+                         for name in Command.field_names()))
+
+
+class _RecordedTargets:
+    """A controller that applies the recorded joint targets, gripper targets and harness pose:
+    the simulator's inputs, so the replay is exact."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays, self.t = arrays, 0
+
+    def reset(self, obs: Observation, ids: torch.Tensor | None = None) -> None:
+        self.t = 0
+
+    def step(self, cmd: Command, obs: Observation) -> JointTargets:
+        arrays, t = self.arrays, min(self.t, len(self.arrays["targets/joint_pos"]) - 1)
+        self.t += 1
+        harness = None
+        if "targets/harness_pos" in arrays:
+            harness = HarnessTarget(_row(arrays, "targets/harness_pos", t),
+                                    _row(arrays, "targets/harness_quat", t))
+        return JointTargets(_row(arrays, "targets/joint_pos", t),
+                            _row(arrays, "targets/gripper", t), harness)
+
+
+class _Divergence:
+    """A step observer: the largest gaps between the replayed and the recorded ticks."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays, self.t = arrays, 0
+        self.worst_obs, self.worst_state, self.worst_field = 0.0, 0.0, ""
+
+    def episode_started(self, start: object) -> None:
+        self.t = 0
+
+    def step(self, record: StepRecord) -> None:
+        t, arrays = self.t, self.arrays
+        self.t += 1
+        if t >= len(arrays["sim/state"]):
+            return
+        gap = float(np.abs(record.sim_state[0] - arrays["sim/state"][t]).max())
+        self.worst_state = max(self.worst_state, gap)
+        for name in OBS_FIELDS:
+            gap = float(np.abs(getattr(record.obs, name)[0].numpy()
+                               - arrays[f"obs/{name}"][t]).max())
+            if gap > self.worst_obs:
+                self.worst_obs, self.worst_field = gap, name
+
+    def episode_ended(self, end: object) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -65,7 +124,7 @@ class ReplayReport:
     controller: str = ""  # the controller the commands went through ("" in targets mode)
 
 
-def _controller(kind: str, choice: ControllerChoice | None, env: BatchedEnv) -> Controller:
+def _controller(kind: str, choice: ControllerChoice | None, env: World) -> Controller:
     """The asked-for controller, else a default one of the recorded kind."""
     if choice is None:
         if kind not in CONTROLLERS:
@@ -115,38 +174,32 @@ def replay_episode(path: str | Path, episode_id: int, frame_sink: FrameSink | No
                      robot=dataset.robot_spec)
     fields = {key.split("/", 2)[2]: value[None] for key, value in arrays.items()
               if key.startswith("sim/model_fields/")}
-    obs = env.restore(torch.tensor([0]), arrays["sim/state"][:1], fields)
-    low_level = _controller(attrs.controller, controller, env) if mode == "controller" else None
+    env.restore(torch.tensor([0]), arrays["sim/state"][:1], fields)
+    low_level = (_controller(attrs.controller, controller, env) if mode == "controller"
+                 else _RecordedTargets(arrays))
+    divergence = _Divergence(arrays)
+    session = Session(env, _RecordedCommands(arrays), low_level, observers=[divergence],
+                      auto_restart=False)
+    session.start_episodes(torch.tensor([0]), reset_world=False)
     renderer = None
     if frame_sink is not None:
         from robot_io.sim.render import WorldRenderer
         renderer = WorldRenderer(env, width=width, height=height)
-    worst_obs, worst_state, worst_field = 0.0, 0.0, ""
     success = False
     try:
         for t in range(attrs.length):
-            state_gap = float(np.abs(env.state()[0] - arrays["sim/state"][t]).max())
-            worst_state = max(worst_state, state_gap)
-            for name in OBS_FIELDS:
-                gap = float(np.abs(getattr(obs, name)[0].numpy() - arrays[f"obs/{name}"][t]).max())
-                if gap > worst_obs:
-                    worst_obs, worst_field = gap, name
             if renderer is not None and t % render_every == 0:
                 frame_sink(t, renderer.render(0))
-            if low_level is not None:
-                cmd = Command(*(_row(arrays, f"command/{name}", t)
-                                for name in Command.field_names()))
-                env.apply(low_level.step(cmd, obs))
-            else:
-                env.apply(_recorded_targets(arrays, t))
-            obs = env.observe()
-            success = success or bool(env.outcome().success[0])
+            ended = session.tick().ended
+            success = success or (ended is not None and bool(ended.success[0]))
     finally:
         if renderer is not None:
             renderer.close()
+    worst_obs, worst_state, worst_field = divergence.worst_obs, divergence.worst_state, \
+        divergence.worst_field
     return ReplayReport(episode_id=episode_id, steps=int(attrs.length),
                         max_obs_divergence=worst_obs, max_state_divergence=worst_state,
                         worst_field=worst_field, recorded_success=bool(attrs.success),
                         replayed_success=success,
-                        controller="" if low_level is None else
+                        controller="" if mode == "targets" else
                         (controller.name if controller is not None else attrs.controller))

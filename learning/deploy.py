@@ -1,8 +1,9 @@
 """The deployable planner: a `CommandSource` that runs a trained policy at the planner rate.
 
-It keeps each world's observation history (one entry per action period, 10 Hz by default),
-samples a chunk of Tp commands whenever a world has executed Ta of its current chunk, and holds
-each command for `action_period_ticks` control ticks. The desktop app, evaluation and the real
+Its `ChunkScheduler` (learning.chunking, shared with fine-tuning rollouts) keeps each world's
+observation history (one entry per action period, 10 Hz by default), asks for a chunk of Tp
+commands whenever a world has executed Ta of its current chunk, and holds each command for
+`action_period_ticks` control ticks. The desktop app, evaluation and the real
 robot all use exactly this class; a single robot is a batch of one. Sampling runs with torch on
 the CPU by default and its wall time per chunk is recorded (`latency_summary`).
 """
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from learning.checkpoint import CheckpointError
+from learning.chunking import ChunkScheduler
 from learning.features import ACTION_DIM, ObsSpec, action_to_command
 from learning.planner import Planner
 from robot_io.robot_spec import RobotSpec
@@ -43,47 +45,29 @@ class PolicySource:
         self.planner, self.num_worlds = planner, num_worlds
         self.sampler = sampler or planner.default_sampler
         self.deterministic, self.robot = deterministic, robot
-        cfg = planner.cfg
-        self.period, self.act_steps = cfg.action_period_ticks, cfg.act_steps
         self.generator = torch.Generator(planner.device).manual_seed(seed)
-        self.hist = torch.zeros(num_worlds, cfg.obs_horizon, planner.obs_spec.dim)
-        self.chunk = torch.zeros(num_worlds, cfg.pred_horizon, ACTION_DIM)
-        self.tick = torch.zeros(num_worlds, dtype=torch.long)       # ticks since episode start
-        self.chunk_tick = torch.zeros(num_worlds, dtype=torch.long)  # ticks since chunk start
-        self.fresh = torch.ones(num_worlds, dtype=torch.bool)
+        self.schedule = chunk_scheduler(planner, num_worlds)
         self.latencies_s: list[float] = []
         self.batch_sizes: list[int] = []
         self._checked = False
+
+    @property
+    def hist(self) -> Tensor:
+        """(B, To, Do) the observation history the next chunk is sampled from."""
+        return self.schedule.hist
 
     def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
         if not self._checked:
             self.planner.check_compatible(ObsSpec.of(obs), self.robot, "policy source")
             self._checked = True
-        ids = torch.arange(self.num_worlds) if ids is None else ids
-        self.fresh[ids] = True
-        self.tick[ids] = 0
+        self.schedule.reset(ids)
 
     def next_command(self, obs: Observation) -> Command:
-        fresh = self.fresh
-        on_period = (self.tick % self.period == 0) & ~fresh
-        # Features only on the ticks that use them (1 in `period`), not on every control tick.
-        feat = self.planner.obs_spec.observe(obs) if bool((fresh | on_period).any()) else None
-        if bool(fresh.any()):
-            self.hist[fresh] = feat[fresh].unsqueeze(1).expand(-1, self.hist.shape[1], -1)
-        if bool(on_period.any()):
-            self.hist[on_period] = torch.cat([self.hist[on_period, 1:],
-                                              feat[on_period].unsqueeze(1)], dim=1)
-        need = fresh | (self.chunk_tick >= self.act_steps * self.period)
+        need = self.schedule.observe(obs)
         if bool(need.any()):
             ids = torch.nonzero(need).squeeze(1)
-            self.chunk[ids] = self._sample(self.hist[ids]).to(self.chunk)
-            self.chunk_tick[ids] = 0
-        self.fresh[:] = False
-        index = (self.chunk_tick // self.period).clamp_max(self.chunk.shape[1] - 1)
-        action = self.chunk[torch.arange(self.num_worlds), index]
-        self.tick += 1
-        self.chunk_tick += 1
-        return action_to_command(action)
+            self.schedule.set_chunk(ids, self._sample(self.schedule.hist[ids]))
+        return action_to_command(self.schedule.action())
 
     def _sample(self, obs_hist: Tensor) -> Tensor:
         start = time.perf_counter()
@@ -100,6 +84,14 @@ class PolicySource:
         return {"calls": len(ms), "median_ms": float(np.median(ms)),
                 "p90_ms": float(np.percentile(ms, 90)), "max_ms": float(ms.max()),
                 "mean_batch": float(np.mean(self.batch_sizes)), "sampler": self.sampler}
+
+
+def chunk_scheduler(planner: Planner, num_worlds: int) -> ChunkScheduler:
+    """The chunk scheduler of `planner`'s horizons and rates (deployment and fine-tuning)."""
+    cfg = planner.cfg
+    return ChunkScheduler(num_worlds, planner.obs_spec.observe, planner.obs_spec.dim,
+                          cfg.obs_horizon, cfg.pred_horizon, cfg.act_steps,
+                          cfg.action_period_ticks, ACTION_DIM)
 
 
 def make_policy_source(run: Path, num_worlds: int, seed: int = 0, sampler: str | None = None,

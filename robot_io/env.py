@@ -1,22 +1,23 @@
 """`BatchedEnv`: N worlds of one task, observed and commanded as batched torch tensors.
 
 One control tick (50 Hz by default) is one batched call of `substeps` physics steps on all
-cores. The env is the simulated "world" of the session loop: `observe()` returns an
-`Observation`, `apply(targets)` applies a controller's `JointTargets` (after safety clamps) and
-steps the physics, and returns what was applied.
+cores. The env is the simulated `World` of the session loop (robot_io.protocols): `observe()`
+returns an `Observation`, `apply(targets)` writes a controller's `JointTargets` and steps the
+physics, and returns what was applied. It keeps only physics: limits, the joint-step clamp, the
+watchdog and STOP live in `robot_io.safety.SafetyFilter`, for every world alike. It also offers
+what only a simulator can: exact-replay state and per-world model fields (`ReplayableWorld`)
+and privileged quantities for the reference controller (`PrivilegedSim`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import mujoco
 import numpy as np
 import torch
 from torch import Tensor
 
-from robot_io.errors import SafetyLimitError
 from robot_io.math3d import Frame
+from robot_io.protocols import StepOutcome
 from robot_io.robot_spec import RobotSpec
 from robot_io.sim.factory import make_backend
 from robot_io.t1_model import (HARNESS_BODY, HARNESS_EQ, ROOT_BODY, build_robot,
@@ -24,20 +25,6 @@ from robot_io.t1_model import (HARNESS_BODY, HARNESS_EQ, ROOT_BODY, build_robot,
 from robot_io.tasks import make_task
 from robot_io.tasks.base import Task, TaskConfig
 from robot_io.types import SIDES, JointTargets, Observation
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """Per-world task outcome after a tick: (B,) tensors."""
-
-    success: Tensor
-    reward: Tensor
-    timeout: Tensor
-    unstable: Tensor  # the simulator found the world unstable and reset it: a failed episode
-
-    @property
-    def done(self) -> Tensor:
-        return self.success | self.timeout | self.unstable
-
 
 class BatchedEnv:
     """N worlds of a task on a simulator backend (default: the CPU MuJoCo batch).
@@ -54,7 +41,6 @@ class BatchedEnv:
         seed: seed of the randomisation generator; same seed, same trajectories.
         task_config: overrides the task's `default_config()`.
         robot: the robot spec (default: `default_robot_spec()`).
-        max_joint_step_rad: safety clamp on how far a joint target may move per tick.
         backend: "mujoco" (CPU) or "warp" (MuJoCo Warp); see `robot_io.sim.factory`.
         device: the backend's device: None (mujoco: the CPU; warp: cuda, or cuda:LOCAL_RANK
             under torchrun), or "cpu", "cuda", "cuda:N" for warp.
@@ -62,7 +48,7 @@ class BatchedEnv:
 
     def __init__(self, task: str | Task, num_worlds: int = 1, threads: int = 0, seed: int = 0,
                  task_config: TaskConfig | None = None, robot: RobotSpec | None = None,
-                 max_joint_step_rad: float = 0.3, backend: str = "mujoco",
+                 backend: str = "mujoco",
                  device: str | None = None) -> None:
         self.task = make_task(task, task_config) if isinstance(task, str) else task
         self.robot = robot or default_robot_spec()
@@ -74,7 +60,7 @@ class BatchedEnv:
         self.device = self.sim.qpos.device
         self.num_worlds = num_worlds
         self.seed = seed
-        self.max_joint_step_rad = max_joint_step_rad
+        self.paused = False
         self.gen = torch.Generator().manual_seed(seed)
         self._index(self.model)
         self.task.bind(self.model, self.sim, self.robot)
@@ -184,29 +170,19 @@ class BatchedEnv:
             foot_quat=quat[:, 2:], task=self.task.observe(root))
 
     def apply(self, targets: JointTargets) -> JointTargets:
-        """Clamp targets to the target band and the per-tick step limit, write them, step physics.
-
-        Raises:
-            SafetyLimitError: a target is NaN or inf (names the world and field).
+        """Write the targets and step the physics by one control tick (no clamps: those are the
+        safety filter's); while paused (safe mode), nothing is written or stepped.
 
         Returns:
             The targets actually applied.
         """
-        n = self.num_worlds
-        for name, value in (("joint_pos", targets.joint_pos), ("gripper", targets.gripper)):
-            bad = ~torch.isfinite(value).reshape(n, -1).all(dim=1)
-            if bool(bad.any()):
-                world = int(torch.nonzero(bad)[0, 0])
-                raise SafetyLimitError(f"joint target field '{name}' of world {world} is not "
-                                       f"finite; controllers must output finite targets")
         sim, nj = self.sim, self.robot.num_joints
-        prev = sim.ctrl[:, :nj]
-        step = self.max_joint_step_rad
-        joint = torch.minimum(torch.maximum(targets.joint_pos, prev - step), prev + step)
-        joint = torch.minimum(torch.maximum(joint, self.target_lower), self.target_upper)
-        gripper = targets.gripper.clamp(0.0, 1.0)
-        sim.ctrl[:, :nj] = joint
-        sim.ctrl[:, nj:nj + 2] = gripper * self.robot.gripper.travel_m
+        if self.paused:
+            return JointTargets(joint_pos=sim.ctrl[:, :nj].to(torch.float64).clone(),
+                                gripper=sim.ctrl[:, nj:nj + 2].to(torch.float64)
+                                / self.robot.gripper.travel_m)
+        sim.ctrl[:, :nj] = targets.joint_pos
+        sim.ctrl[:, nj:nj + 2] = targets.gripper * self.robot.gripper.travel_m
         if targets.harness is not None:
             sim.mocap_pos[:, self.harness_mocap] = targets.harness.pos
             sim.mocap_quat[:, self.harness_mocap] = targets.harness.quat
@@ -215,7 +191,27 @@ class BatchedEnv:
             sim.eq_active[:, self.harness_eq] = 0.0
         sim.step(self.robot.substeps)
         self.episode_steps += 1
-        return JointTargets(joint_pos=joint.clone(), gripper=gripper, harness=targets.harness)
+        return targets
+
+    def enter_safe_mode(self) -> None:
+        """Safe mode of a simulation: a pause (the physics does not step)."""
+        self.paused = True
+
+    def leave_safe_mode(self) -> None:
+        self.paused = False
+
+    # -- privileged quantities (PrivilegedSim) ---------------------------------------------
+    @property
+    def flat_terrain(self) -> bool:
+        return self.task.flat_terrain
+
+    def terrain_height(self, xy: Tensor, ids: Tensor | None = None) -> Tensor:
+        """Ground height (n, P) under world points xy (n, P, 2)."""
+        return self.task.terrain_height(xy, ids)
+
+    def joint_bias_torque(self) -> Tensor:
+        """(B, 29) bias torques (gravity, Coriolis) at the robot joints."""
+        return self.sim.qfrc_bias[:, self.joint_dadr]
 
     def outcome(self) -> StepOutcome:
         """Success, sparse reward and time-out of every world in the current state."""

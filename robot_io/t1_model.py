@@ -17,6 +17,8 @@ conaffinity 3, so the robot collides with the world and objects but not with its
 
 from __future__ import annotations
 
+import functools
+
 import mujoco
 import numpy as np
 
@@ -70,6 +72,13 @@ def default_robot_spec(physics_dt_s: float = 0.0025, control_dt_s: float = 0.02)
                      joint_upper=tuple(upper), kp=T1_KP, kd=T1_KD, torque_limit=T1_TORQUE_LIMIT,
                      gripper=GripperSpec(), physics_dt_s=physics_dt_s, control_dt_s=control_dt_s,
                      model_source=WHEEL_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def robot_model(robot: RobotSpec) -> mujoco.MjModel:
+    """The robot alone, compiled: what controllers build their kinematics from (the same
+    bodies, joints and sites as in any scene, without a simulator instance)."""
+    return build_robot(robot).compile()
 
 
 def build_robot(robot: RobotSpec) -> mujoco.MjSpec:

@@ -9,7 +9,6 @@ the episodes that were in progress.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from planners.scripted import make_scripted_source
 from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
 from robot_io.protocols import CommandSource
-from robot_io.session import EpisodeEnd, EpisodeStart, Session, StepRecord
+from robot_io.protocols import EpisodeEnd, EpisodeStart, StepRecord
+from robot_io.session import Session
 from robot_io.t1_model import default_robot_spec
 from robot_io.tasks import TaskConfig, default_config
 
@@ -78,8 +78,7 @@ class SuccessBudget:
             keep.append(i)
         if keep:
             rows = torch.tensor(keep)
-            self.inner.episode_ended(EpisodeEnd(*(getattr(end, f.name)[rows]
-                                                  for f in dataclasses.fields(end))))
+            self.inner.episode_ended(end.select(rows))
 
 
 class ProgressBar:

@@ -5,21 +5,18 @@ from __future__ import annotations
 import torch
 
 from planners.scripted import make_scripted_source
-from robot_io.command_gate import CommandGate
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
-from robot_io.types import CommandLimits
+from robot_io.session import Session
 
 
 def _rollout(threads: int, seed: int, steps: int = 60) -> list[torch.Tensor]:
     env = BatchedEnv("box_pickup", num_worlds=4, threads=threads, seed=seed)
-    obs = env.reset()
-    source, ctrl = make_scripted_source("box_pickup"), ReferenceController(env)
-    gate = CommandGate(CommandLimits(), env.num_worlds, env.control_dt_s)
+    session = Session(env, make_scripted_source("box_pickup"), ReferenceController(env))
+    session.start_episodes()
     trace = []
     for _ in range(steps):
-        env.apply(ctrl.step(gate(source.next_command(obs)), obs))
-        obs = env.observe()
+        obs = session.tick().obs  # the session's one tick, as every loop runs it
         trace.append(torch.cat([obs.joint_pos, obs.root_pos, obs.hand_pos.flatten(1),
                                 obs.task["object_pos"]], 1))
     return trace

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from robot_io.env import BatchedEnv
-    from robot_io.protocols import Controller
+    from robot_io.protocols import Controller, World
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 """The trained upper-body policy shipped inside the package (empty until one is trained)."""
@@ -41,7 +40,7 @@ def shipped_weights() -> Path:
     return SHIPPED_WEIGHTS
 
 
-def _reference(env: BatchedEnv, weights: Path | None, runtime: str, device: str) -> Controller:
+def _reference(env: World, weights: Path | None, runtime: str, device: str) -> Controller:
     if weights is not None or runtime != "torch":
         raise ValueError("controller weights and runtime apply to the 'learned' controller "
                          "only, not 'reference'")
@@ -50,21 +49,21 @@ def _reference(env: BatchedEnv, weights: Path | None, runtime: str, device: str)
     return ReferenceController(env)
 
 
-def _learned(env: BatchedEnv, weights: Path | None, runtime: str, device: str) -> Controller:
+def _learned(env: World, weights: Path | None, runtime: str, device: str) -> Controller:
     from robot_io.control.learned import LearnedController
 
     folder = Path(weights) if weights is not None else shipped_weights()
     return LearnedController(env, folder, runtime=runtime, device=device)
 
 
-REGISTRY: dict[str, Callable[[BatchedEnv, Path | None, str, str], Controller]] = {
+REGISTRY: dict[str, Callable[[World, Path | None, str, str], Controller]] = {
     "reference": _reference,
     "learned": _learned,
 }
 CONTROLLERS = tuple(REGISTRY)
 
 
-def make_controller(name: str, env: BatchedEnv, weights: Path | None = None,
+def make_controller(name: str, env: World, weights: Path | None = None,
                     runtime: str = "torch", device: str = "cpu") -> Controller:
     """Build the controller `name` for `env`.
 
@@ -116,7 +115,7 @@ class ControllerChoice:
             raise ValueError("controller weights and runtime apply to the 'learned' controller "
                              "only, not 'reference'")
 
-    def build(self, env: BatchedEnv) -> Controller:
+    def build(self, env: World) -> Controller:
         """The controller for `env` (see `make_controller`)."""
         return make_controller(self.name, env, self.weights, self.runtime, self.device)
 

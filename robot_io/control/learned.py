@@ -50,10 +50,11 @@ from robot_io.control.policy_io import (
 )
 from robot_io.control.policy_runtime import OnnxPolicy, TorchPolicy, load_policy
 from robot_io.control.reference import ReferenceController
+from robot_io.t1_model import robot_model
 from robot_io.types import Command, JointTargets, Observation
 
 if TYPE_CHECKING:
-    from robot_io.env import BatchedEnv
+    from robot_io.protocols import World
 
 LATENCY_WINDOW = 10_000  # ticks kept for the latency summary (the newest ones)
 PART_OBS_TERMS = {"upper": UPPER_OBS_TERMS, "lower": LOWER_OBS_TERMS}
@@ -137,7 +138,8 @@ class LearnedController:
     planner's (the `PlansFootholds` protocol of `eval-controller`).
 
     Args:
-        env: the simulated worlds (the reference controller reads privileged state).
+        env: the worlds (simulated, or a robot when both policies are given; the reference
+            controller, where it runs, reads a simulator's privileged state).
         weights_dir: the exported policy folder.
         runtime: "torch" (safetensors) or "onnx" (ONNX Runtime, the `export` extra).
         device: where the policies run ("cpu" by default).
@@ -150,11 +152,12 @@ class LearnedController:
         MissingDependencyError: runtime "onnx" without onnxruntime.
     """
 
-    def __init__(self, env: BatchedEnv, weights_dir: Path, runtime: str = "torch",
+    def __init__(self, env: World, weights_dir: Path, runtime: str = "torch",
                  device: str = "cpu", hand_integral: HandIntegralConfig | None = None) -> None:
         weights_dir = Path(weights_dir)
         self.env, self.weights_dir, self.runtime = env, weights_dir, runtime
-        self.num_worlds, self.default = env.num_worlds, env.default_pose
+        self.num_worlds = env.num_worlds
+        self.default = torch.tensor(env.robot.default_pose, dtype=torch.float64)
         has_lower = (weights_dir / "lower.json").exists()
         # Only a lone lower policy skips the upper one; otherwise a missing upper.json is the
         # error to report.
@@ -176,7 +179,7 @@ class LearnedController:
             self.planned_touchdowns = self.legs.planned_touchdowns
         self.arms = torch.tensor(PART_JOINTS["upper"])
         self.leg_joints = torch.tensor(PART_JOINTS["lower"])
-        self.chains = hand_chains(env.model, env.robot.joint_names)
+        self.chains = hand_chains(robot_model(env.robot), env.robot.joint_names)
         # The upper policy's previous action (zeros without an upper policy).
         self.last_action = torch.zeros(env.num_worlds, len(self.arms))
         self.hand_integral = HandIntegral(env.num_worlds, env.robot.control_dt_s, hand_integral)

@@ -22,10 +22,10 @@ from torch import Tensor
 from robot_io.control.gait import Gait, GaitConfig
 from robot_io.control.kinematics import (build_chains, dls_step, forward_kinematics,
                                          orientation_error)
-from robot_io.env import BatchedEnv
 from robot_io.math3d import mat_to_quat, quat_from_yaw, quat_mul, quat_rotate, quat_to_mat, yaw_of
 from robot_io.robot_spec import LEFT_ARM, RIGHT_ARM
-from robot_io.t1_model import ROOT_BODY
+from robot_io.protocols import PrivilegedSim, World
+from robot_io.t1_model import ROOT_BODY, robot_model
 from robot_io.types import Command, HarnessTarget, JointTargets, Observation
 
 CHAIN_SITES = ["left_hand", "right_hand", "left_foot", "right_foot"]
@@ -51,28 +51,40 @@ class ReferenceControllerConfig:
 
 
 class ReferenceController:
-    """Privileged controller for `BatchedEnv` worlds.
+    """Privileged controller for simulated worlds (a `World` that is also a `PrivilegedSim`).
 
     Args:
         env: the simulated worlds (read for privileged state: terrain, gravity torques).
         cfg: gains.
+
+    Raises:
+        TypeError: the world is not a simulator (a robot has no harness and no privileged
+            state: use the learned controller there).
     """
 
-    def __init__(self, env: BatchedEnv, cfg: ReferenceControllerConfig | None = None) -> None:
+    def __init__(self, env: World, cfg: ReferenceControllerConfig | None = None) -> None:
+        if not isinstance(env, PrivilegedSim):
+            raise TypeError(f"the reference controller needs a simulated world (privileged "
+                            f"terrain and joint torques); {type(env).__name__} is not one: use "
+                            f"the 'learned' controller on a robot")
         self.env, self.cfg = env, cfg or ReferenceControllerConfig()
         robot = env.robot
         waist = robot.joint_names.index("Waist")
-        self.chains = build_chains(env.model, ROOT_BODY, CHAIN_SITES, list(robot.joint_names),
+        self.chains = build_chains(robot_model(robot), ROOT_BODY, CHAIN_SITES,
+                                   list(robot.joint_names),
                                    frozen={"Waist": robot.default_pose[waist]})
-        self.default = env.default_pose
-        margin = torch.full_like(env.joint_lower, self.cfg.joint_margin_rad)
+        f64 = torch.float64
+        self.default = torch.tensor(robot.default_pose, dtype=f64)
+        joint_lower = torch.tensor(robot.joint_lower, dtype=f64)
+        joint_upper = torch.tensor(robot.joint_upper, dtype=f64)
+        margin = torch.full_like(joint_lower, self.cfg.joint_margin_rad)
         margin[ARM_JOINTS] = self.cfg.arm_margin_rad
-        self.lower, self.upper = env.joint_lower + margin, env.joint_upper - margin
+        self.lower, self.upper = joint_lower + margin, joint_upper - margin
         self.kp = torch.tensor(robot.kp, dtype=torch.float64)
         pos, rot, _ = forward_kinematics(self.chains, self.default.unsqueeze(0))
         self.nominal_feet = pos[0, 2:]  # trunk upright: root frame == heading frame
         self.nominal_foot_rot = rot[0, 2:]
-        terrain = None if env.task.flat_terrain else env.task.terrain_height
+        terrain = None if env.flat_terrain else env.terrain_height
         self.gait = Gait(env.num_worlds, self.nominal_feet, robot.control_dt_s, terrain,
                          self.cfg.gait)
         # Index tensors of the chains, computed once: (C, L) into the joint vector.
@@ -132,7 +144,7 @@ class ReferenceController:
         self.q_ik.copy_(q)
         # Arms: gravity feed-forward, integral action and damping against the PD droop.
         arms = ARM_JOINTS
-        bias_torque = self.env.sim.qfrc_bias[:, self.env.joint_dadr[arms]]
+        bias_torque = self.env.joint_bias_torque()[:, arms]
         self.offset[:, arms] += cfg.integral_gain * (q[:, arms] - obs.joint_pos[:, arms])
         self.offset.clamp_(-cfg.integral_limit_rad, cfg.integral_limit_rad)
         joint_targets = q.clone()

@@ -7,8 +7,8 @@ Run it with `refine-dp bench sim --task NAME --worlds N [--backend warp --device
 
 Three measurements, each `seconds` long in total after a 0.5 s warm-up, taken in alternating
 slices (`interleaved_rates`) so that the machine's drifts cancel in the ratio:
-- env: `BatchedEnv` + `ReferenceController` + `CommandGate` + observe + outcome, with a constant
-  command (hands held where they are, 0.2 m/s forward, grippers open); worlds that are done are
+- env: `Session.tick` on `BatchedEnv` (safety filter + `ReferenceController` + apply + observe
+  + outcome), with a constant command (hands held where they are, 0.2 m/s forward, grippers open); worlds that are done are
   reset.
 - bare (the reference of the ratio): a fresh `mujoco.batch.Batch` of the same model, with the
   env's per-world model fields, replays one recorded env episode: from the same start state it
@@ -49,14 +49,15 @@ import torch
 from mujoco.batch import MODEL_FIELDS, Batch
 from torch import Tensor
 
-from robot_io.command_gate import CommandGate
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
 from robot_io.sim.backend import SimBackend
 from robot_io.sim.factory import make_backend
 from robot_io.sim.mujoco_batch import MujocoBatchBackend
+from robot_io.protocols import EpisodeEnd
+from robot_io.session import Session
 from robot_io.tasks import default_config
-from robot_io.types import Command, CommandLimits, HarnessTarget, JointTargets, Observation
+from robot_io.types import Command, HarnessTarget, JointTargets, Observation
 
 WARMUP_S = 0.5
 BENCH_ROUNDS = 10
@@ -129,12 +130,50 @@ def synchronize(device: torch.device) -> None:
 LOOP_CONTROLLERS = ("reference", "hold")
 
 
-class EnvLoop:
-    """The session loop of `BatchedEnv` with a constant command; resets worlds that are done.
+class _ConstantSource:
+    """Per world, the `constant_command` of its episode's first observation."""
 
-    controller "reference": `ReferenceController` + `CommandGate`, walking (they compute on the
-    CPU); "hold": the default pose with the harness holding each robot where it started, on any
-    device (the env loop of a GPU benchmark).
+    def __init__(self, obs: Observation) -> None:
+        self.cmd = constant_command(obs)
+
+    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
+        fresh = constant_command(obs)
+        ids = torch.arange(obs.num_worlds) if ids is None else ids
+        for name in Command.field_names():
+            getattr(self.cmd, name)[ids.to(fresh.base_vel.device)] = getattr(fresh, name)[ids]
+
+    def next_command(self, obs: Observation) -> Command:
+        return self.cmd
+
+
+class _HoldController:
+    """The default pose, with the harness holding each robot where its episode started."""
+
+    def __init__(self, env: BatchedEnv) -> None:
+        obs, n = env.observe(), env.num_worlds
+        self.hold = JointTargets(
+            env.default_pose.expand(n, -1).clone(),
+            torch.zeros(n, 2, dtype=torch.float64, device=env.device),
+            HarnessTarget(obs.root_pos.clone(), obs.root_quat.clone()))
+
+    def reset(self, obs: Observation, ids: Tensor | None = None) -> None:
+        ids = torch.arange(obs.num_worlds) if ids is None else ids
+        ids = ids.to(obs.root_pos.device)
+        self.hold.harness.pos[ids] = obs.root_pos[ids]
+        self.hold.harness.quat[ids] = obs.root_quat[ids]
+
+    def step(self, cmd: Command, obs: Observation) -> JointTargets:
+        return self.hold
+
+
+class EnvLoop:
+    """The session's tick on `BatchedEnv` with a constant command; worlds that are done are
+    reset (by the session).
+
+    controller "reference": `ReferenceController`, walking (it computes on the CPU); "hold":
+    the default pose with the harness holding each robot where it started, on any device (the
+    env loop of a GPU benchmark). Either way every tick is `Session.tick`: safety filter,
+    controller, world, observe, outcome.
     """
 
     def __init__(self, env: BatchedEnv, controller: str = "reference") -> None:
@@ -143,49 +182,33 @@ class EnvLoop:
                              f"{list(LOOP_CONTROLLERS)}")
         self.env = env
         self.controller_name = controller
-        self.obs = env.observe()
-        if controller == "reference":
-            self.controller = ReferenceController(env)
-            self.gate = CommandGate(CommandLimits(), env.num_worlds, env.control_dt_s)
-            self.cmd = constant_command(self.obs)
-        else:
-            n = env.num_worlds
-            self.hold = JointTargets(
-                env.default_pose.expand(n, -1).clone(),
-                torch.zeros(n, 2, dtype=torch.float64, device=env.device),
-                HarnessTarget(self.obs.root_pos.clone(), self.obs.root_quat.clone()))
+        low_level = ReferenceController(env) if controller == "reference" else _HoldController(env)
+        self.session = Session(env, _ConstantSource(env.observe()), low_level, observers=[self])
         self.reward_sum = 0.0
         self.warnings_of_reset_worlds = 0
-        self.reset(torch.arange(env.num_worlds, device=env.device))
+        self.session.start_episodes()
 
     def reset(self, ids: torch.Tensor) -> None:
-        """New episodes in worlds `ids`: env, controller, gate and command (or harness pose)."""
+        """New episodes in worlds `ids`: world, controller, safety filter and command."""
         self.warnings_of_reset_worlds += sim_warnings(self.env.sim, ids)
-        self.obs = self.env.reset(ids)
-        if self.controller_name == "hold":
-            self.hold.harness.pos[ids] = self.obs.root_pos[ids]
-            self.hold.harness.quat[ids] = self.obs.root_quat[ids]
-            return
-        self.controller.reset(self.obs, ids)
-        self.gate.reset(ids)
-        fresh = constant_command(self.obs)
-        for name in Command.field_names():
-            getattr(self.cmd, name)[ids] = getattr(fresh, name)[ids]
+        self.session.start_episodes(ids.cpu())
 
     def tick(self) -> int:
         """One control step of every world; returns the number of world control steps (N)."""
-        env = self.env
-        if self.controller_name == "hold":
-            env.apply(self.hold)
-        else:
-            env.apply(self.controller.step(self.gate(self.cmd), self.obs))
-        self.obs = env.observe()
-        outcome = env.outcome()
-        self.reward_sum += float(outcome.reward.sum())
-        if bool(outcome.done.any()):
-            self.reset(torch.nonzero(outcome.done).squeeze(1))
-        synchronize(env.device)
-        return env.num_worlds
+        self.session.tick()
+        synchronize(self.env.device)
+        return self.env.num_worlds
+
+    # -- StepObserver: count what the session's resets would otherwise hide ---------------
+    def episode_started(self, start: object) -> None:
+        pass
+
+    def step(self, record: object) -> None:
+        pass
+
+    def episode_ended(self, end: EpisodeEnd) -> None:
+        self.reward_sum += float(end.success.sum())
+        self.warnings_of_reset_worlds += sim_warnings(self.env.sim, end.world_ids)
 
 
 def bare_copy(env: BatchedEnv, threads: int) -> Batch:
