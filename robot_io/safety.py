@@ -133,6 +133,7 @@ class SafetyFilter:
         self._state = SafetyState.OK
         self._reason = ""
         self._prev_joint: Tensor | None = None   # (B, 29) last sent joint targets
+        self._prev_gripper: Tensor | None = None  # (B, 2) last sent gripper targets
         self._prev_cmd: Command | None = None    # last applied command
         self._fresh = torch.ones(num_worlds, dtype=torch.bool)  # no speed limit on next cmd
 
@@ -167,11 +168,13 @@ class SafetyFilter:
         """Worlds `ids` start over: their joint targets step from where the joints are now,
         and their next command is not speed-limited against the previous episode's."""
         joint = obs.joint_pos.to(torch.float64)
+        gripper = obs.gripper_pos.to(torch.float64).clamp(0.0, 1.0)
         if self._prev_joint is None or self._prev_joint.device != joint.device:
-            self._prev_joint = joint.clone()
+            self._prev_joint, self._prev_gripper = joint.clone(), gripper.clone()
             self.target_lower = self.target_lower.to(joint.device)
             self.target_upper = self.target_upper.to(joint.device)
         self._prev_joint[ids] = joint[ids]
+        self._prev_gripper[ids] = gripper[ids]
         self._fresh[ids.cpu()] = True
 
     # -- commands ----------------------------------------------------------------------------
@@ -268,15 +271,18 @@ class SafetyFilter:
                 name = "joint_pos" if not bool(torch.isfinite(joint[world]).all()) else "gripper"
                 raise SafetyLimitError(f"joint target field '{name}' of world {world} is not "
                                        f"finite; controllers must output finite targets")
+            # Hold the whole world, grippers included: opening one would drop what it holds.
             joint = torch.where(bad[:, None], prev, joint)
-            gripper = torch.where(bad[:, None], torch.zeros_like(gripper), gripper).nan_to_num()
+            gripper = torch.where(bad[:, None], self._prev_gripper.to(gripper.dtype), gripper)
         step = self.config.max_joint_step_rad
         stepped = torch.minimum(torch.maximum(joint, prev - step), prev + step)
         banded = torch.minimum(torch.maximum(stepped, self.target_lower), self.target_upper)
         self.counters.joint_step_clamped += not torch.equal(stepped, joint)
         self.counters.joint_band_clamped += not torch.equal(banded, stepped)
         self._prev_joint = banded
-        return JointTargets(joint_pos=banded.clone(), gripper=gripper.clamp(0.0, 1.0),
+        gripper = gripper.clamp(0.0, 1.0)
+        self._prev_gripper = gripper.to(torch.float64)
+        return JointTargets(joint_pos=banded.clone(), gripper=gripper.clone(),
                             harness=targets.harness)
 
 

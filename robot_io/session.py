@@ -139,7 +139,10 @@ class Session:
         self._stop_request = reason
 
     def reset_stop(self) -> None:
-        """Clear STOP and a watchdog safe mode at the next tick (the explicit reset)."""
+        """Clear STOP and a watchdog safe mode at the next tick (the explicit reset).
+
+        It clears a STOP requested before it; one requested after it still latches."""
+        self._stop_request = None
         self._reset_request = True
 
     @property
@@ -217,7 +220,6 @@ class Session:
         safety, world = self.safety, self.world
         if self._reset_request:
             self._reset_request = False
-            self._stop_request = None
             safety.reset()
         if self._stop_request is not None:
             safety.stop(self._stop_request)
@@ -319,7 +321,9 @@ class Session:
         self.budget = episodes
         self._ended = []
         self.start_episodes(torch.arange(n if episodes is None else min(n, episodes)))
-        while bool(self.active.any()) and not self.stopped:
+        # A pending STOP request is latched by one more tick, which puts the world in its
+        # safe mode; only then does the loop end.
+        while bool(self.active.any()) and not self.safety.latched:
             result = self.tick()
             if on_step is not None and result.applied:
                 on_step(result.tick, result.obs, result.command, result.sent)
