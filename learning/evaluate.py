@@ -35,12 +35,12 @@ from tqdm import tqdm
 from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
 from robot_io.math3d import quat_angle, quat_rotate
-from robot_io.protocols import CommandSource
-from robot_io.session import EpisodeEnd, EpisodeStart, Session, StepRecord
+from robot_io.protocols import CommandSource, EpisodeEnd, EpisodeStart, StepRecord, World
+from robot_io.session import Session
 from robot_io.sim.render import WorldRenderer, write_bytes_atomic
 from robot_io.tasks import TaskConfig
 
-SourceFactory = Callable[[BatchedEnv], CommandSource]
+SourceFactory = Callable[[World], CommandSource]
 END_REASONS = ("success", "timeout", "unstable")
 VIDEO_RENDER_EVERY = 2  # ticks per video frame: 25 fps at the 50 Hz control rate
 VIDEO_SIZE = (320, 240)

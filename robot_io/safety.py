@@ -177,6 +177,17 @@ class SafetyFilter:
         self._prev_gripper[ids] = gripper[ids]
         self._fresh[ids.cpu()] = True
 
+    def resume(self, obs: Observation) -> None:
+        """After a safe mode (a robot may have sagged while damping): joint targets step from
+        where the joints are now, and hand commands ramp from where the hands are."""
+        self._prev_joint = obs.joint_pos.to(torch.float64).clone()
+        self._prev_gripper = obs.gripper_pos.to(torch.float64).clamp(0.0, 1.0).clone()
+        if self._prev_cmd is not None:
+            self._prev_cmd = Command(base_vel=torch.zeros_like(self._prev_cmd.base_vel),
+                                     hand_pos=obs.hand_pos.cpu().to(torch.float64).clone(),
+                                     hand_quat=self._prev_cmd.hand_quat,
+                                     gripper=self._prev_cmd.gripper)
+
     # -- commands ----------------------------------------------------------------------------
     def watchdog(self, age_s: float | None) -> SafetyState:
         """Update the watchdog with the newest input's age (None: not an operator stream)."""

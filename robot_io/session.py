@@ -232,6 +232,8 @@ class Session:
         if self._world_safe:
             world.leave_safe_mode()
             self._world_safe = False
+            self.obs = world.observe()
+            safety.resume(self.obs)  # step from where the robot is after damping
         obs = self.obs
         state = world.state() if self.observers and self._replayable else None
         cmd = safety.command(self.source.next_command(obs), obs, age)

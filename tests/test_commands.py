@@ -1,4 +1,5 @@
-"""The command boundary: NaN/inf rejected with world and field named, clamps applied."""
+"""The command boundary (the safety filter's command side): NaN/inf rejected with world and
+field named, clamps applied; and the joint-target side in front of a real simulator."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import math
 import pytest
 import torch
 
-from robot_io.command_gate import CommandGate
 from robot_io.env import BatchedEnv
 from robot_io.errors import SafetyLimitError
+from robot_io.safety import SafetyConfig, SafetyFilter
+from robot_io.t1_model import default_robot_spec
 from robot_io.types import COMMAND_DIM, Command, CommandLimits, JointTargets
 
 F64 = torch.float64
@@ -20,6 +22,21 @@ def _cmd(b: int = 3) -> Command:
     quat[..., 0] = 1.0
     pos = torch.tensor([[0.3, 0.2, 0.0], [0.3, -0.2, 0.0]], dtype=F64).expand(b, 2, 3).clone()
     return Command(torch.zeros(b, 3, dtype=F64), pos, quat, torch.zeros(b, 2, dtype=F64))
+
+
+class CommandGate:
+    """The command side of a `SafetyFilter` for `num_worlds` worlds, called like a function."""
+
+    def __init__(self, limits: CommandLimits, num_worlds: int, dt_s: float) -> None:
+        robot = default_robot_spec()
+        assert dt_s == robot.control_dt_s
+        self.filter = SafetyFilter(robot, num_worlds, SafetyConfig(limits=limits))
+
+    def __call__(self, cmd: Command) -> Command:
+        return self.filter.command(cmd, obs=None)  # obs is only read to hold hands
+
+    def reset(self) -> None:
+        self.filter._fresh[:] = True
 
 
 @pytest.mark.parametrize("field,value", [("base_vel", math.nan), ("hand_pos", math.inf),
@@ -84,14 +101,19 @@ def test_vector_round_trip() -> None:
         assert torch.equal(getattr(back, name), getattr(cmd, name))
 
 
-def test_env_rejects_nan_targets_and_clamps_to_band() -> None:
+def test_nan_targets_are_rejected_and_clamped_before_the_simulator() -> None:
     env = BatchedEnv("box_pickup", num_worlds=2, threads=1)
+    safety = SafetyFilter(env.robot, 2)
+    safety.episode_started(env.observe(), torch.arange(2))
     targets = env.default_pose.expand(2, -1).clone()
     bad = targets.clone()
     bad[1, 5] = math.nan
     with pytest.raises(SafetyLimitError, match="'joint_pos' of world 1 is not finite"):
-        env.apply(JointTargets(bad, torch.zeros(2, 2, dtype=F64)))
+        env.apply(safety.targets(JointTargets(bad, torch.zeros(2, 2, dtype=F64))))
     far = targets.clone()
     far[:, 20] += 5.0  # left knee, far beyond what one tick may move
-    sent = env.apply(JointTargets(far, torch.zeros(2, 2, dtype=F64)))
-    assert torch.allclose(sent.joint_pos[:, 20], targets[:, 20] + env.max_joint_step_rad)
+    sent = env.apply(safety.targets(JointTargets(far, torch.zeros(2, 2, dtype=F64))))
+    step = safety.config.max_joint_step_rad
+    assert torch.allclose(sent.joint_pos[:, 20], targets[:, 20] + step)
+    assert torch.equal(env.sim.ctrl[:, 20], sent.joint_pos[:, 20])  # what was sent is applied
+    assert safety.counters.invalid_targets == 1 and safety.counters.joint_step_clamped == 1

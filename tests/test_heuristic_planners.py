@@ -17,9 +17,9 @@ from planners.heuristic.common import (
     walk_to_pose,
     world_to_heading,
 )
-from robot_io.command_gate import CommandGate
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
+from robot_io.safety import SafetyFilter
 from robot_io.math3d import quat_from_yaw
 from robot_io.protocols import CommandSource
 from robot_io.session import run_episode
@@ -47,9 +47,10 @@ def test_commands_are_finite_and_shaped(task: str) -> None:
     planner = make_heuristic_planner(task, 5, seed=3)
     assert isinstance(planner, CommandSource)
     controller = ReferenceController(env)
-    gate = CommandGate(CommandLimits(), 5, env.control_dt_s)
+    safety = SafetyFilter(env.robot, 5)
     obs = env.observe()
     planner.reset(obs)
+    safety.episode_started(obs, torch.arange(5))
     limits = CommandLimits()
     for _ in range(25):
         cmd = planner.next_command(obs)
@@ -59,8 +60,8 @@ def test_commands_are_finite_and_shaped(task: str) -> None:
         assert torch.allclose(cmd.hand_quat.norm(dim=-1), torch.ones(5, 2, dtype=F64))
         assert float(cmd.base_vel[:, 0].abs().max()) <= 0.5 * limits.max_vx_mps + 1e-9
         assert float(cmd.base_vel[:, 2].abs().max()) <= 0.7 * limits.max_yaw_rate_rps + 1e-9
-        applied = gate(cmd)
-        env.apply(controller.step(applied, obs))
+        applied = safety.command(cmd, obs)
+        env.apply(safety.targets(controller.step(applied, obs)))
         obs = env.observe()
     assert planner.stage.shape == (5,)
     assert 0 <= int(planner.stage.min()) and int(planner.stage.max()) < len(planner.stage_names)

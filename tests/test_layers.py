@@ -162,3 +162,33 @@ def test_checker_reports_bad_imports(tmp_path: Path) -> None:
 def test_relative_imports_resolve(importer: str, is_package: bool, level: int, module: str | None,
                                   expected: str) -> None:
     assert _resolve_relative(importer, is_package, level, module) == expected
+
+
+# The places that build simulated worlds: everything else is typed against
+# `robot_io.protocols.World` and works on a robot or a fake one too.
+SIMULATOR_CONSTRUCTION_SITES = frozenset({
+    "robot_io.sim.bench", "robot_io.sim.bench_runner", "robot_io.sim.distributed",
+    "planners.heuristic.bench",
+    "datasets.replay", "datasets.bench_recorder", "learning.evaluate", "learning.rl.finetune",
+    "learning.controller.lower_env", "learning.controller.upper_env",
+    "learning.controller.evaluate",
+})
+"""Beside these, the composition root (teleop_app) builds worlds."""
+WORLD_USERS = ("robot_io.session", "robot_io.safety", "robot_io.protocols", "robot_io.runner",
+               "robot_io.control", "datasets.recorder", "learning.deploy", "learning.chunking",
+               "learning.rl.rollout")
+
+
+def _env_importers() -> set[str]:
+    files = source_files(REPO_ROOT, set(ALLOWED))
+    return {e.importer for f in files for e in imports_of(REPO_ROOT, f)
+            if e.imported in ("robot_io.env", "robot_io.env.BatchedEnv")}
+
+
+def test_only_construction_sites_import_the_simulator_env() -> None:
+    importers = {i for i in _env_importers() if not i.startswith("teleop_app")}
+    assert "robot_io.sim.bench" in importers  # the checker sees real imports
+    assert importers <= SIMULATOR_CONSTRUCTION_SITES, sorted(importers -
+                                                             SIMULATOR_CONSTRUCTION_SITES)
+    for module in WORLD_USERS:
+        assert not any(i == module or i.startswith(module + ".") for i in importers), module

@@ -261,3 +261,15 @@ def test_safety_config_validation() -> None:
     hw = SafetyConfig.hardware()
     assert (hw.limits.max_vx_mps, hw.limits.max_hand_speed_mps) == (0.2, 0.05)
     assert (hw.max_joint_step_rad, hw.on_invalid) == (0.05, "hold")
+
+
+def test_resume_steps_from_where_the_robot_sagged(robot: RobotSpec) -> None:
+    safety, obs = _filter(robot)
+    tgt = _targets(robot)
+    tgt.joint_pos[0, KNEE] = 0.7
+    safety.targets(tgt)  # last sent: 0.7
+    sagged = dataclasses.replace(obs, joint_pos=obs.joint_pos.clone())
+    sagged.joint_pos[0, KNEE] = 1.5  # the knee folded while damping
+    safety.resume(sagged)
+    out = safety.targets(tgt)  # 0.7 asked again: one step of 0.3 from 1.5, not from 0.7
+    assert float(out.joint_pos[0, KNEE]) == pytest.approx(1.2)

@@ -28,7 +28,7 @@ import pytest
 import torch
 import warp as wp
 
-from robot_io.command_gate import CommandGate
+from robot_io.safety import SafetyFilter
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
 from robot_io.errors import MissingDependencyError
@@ -103,7 +103,8 @@ def test_rollout_agrees_with_the_cpu_backend(controller: str) -> None:
     for env in envs:
         controllers[env] = ReferenceController(env)
         controllers[env].reset(env.observe(), ids)
-        gates[env] = CommandGate(CommandLimits(), 2, env.control_dt_s)
+        gates[env] = SafetyFilter(env.robot, 2)
+        gates[env].episode_started(env.observe(), ids)
     start = cpu.sim.qpos.clone()
     worst = dict.fromkeys(tol, 0.0)
     for _ in range(TICKS):
@@ -111,7 +112,9 @@ def test_rollout_agrees_with_the_cpu_backend(controller: str) -> None:
             if controller == "fixed":
                 env.apply(hold_pose(env))
             else:
-                env.apply(controllers[env].step(gates[env](command), env.observe()))
+                obs = env.observe()
+                applied = gates[env].command(command, obs)
+                env.apply(gates[env].targets(controllers[env].step(applied, obs)))
         worst = {k: max(v, max_differences(cpu, warp)[k]) for k, v in worst.items()}
     assert all(worst[k] <= tol[k] for k in tol), worst
     assert float((cpu.sim.qpos - start).abs().max()) > 0.01  # the robots did move

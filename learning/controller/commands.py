@@ -27,12 +27,12 @@ from robot_io.control.kinematics import build_chains, forward_kinematics
 from robot_io.control.policy_io import PART_JOINTS
 from robot_io.math3d import mat_to_quat
 from robot_io.robot_spec import RobotSpec
-from robot_io.t1_model import ROOT_BODY, build_robot
+from robot_io.t1_model import ROOT_BODY, build_robot, robot_model
 from robot_io.tasks.base import Range
 from robot_io.types import SIDES, Command, CommandLimits, Observation
 
 if TYPE_CHECKING:
-    from robot_io.env import BatchedEnv
+    from robot_io.protocols import World
 
 _CHECK_BIT = 4  # contype / conaffinity bit the collision check gives the robot's geoms
 # Bodies from the elbow outward: their contact with the rest of the robot is a collision.
@@ -212,7 +212,7 @@ class RandomCommandSource:
         cfg: how commands are drawn.
     """
 
-    def __init__(self, env: BatchedEnv, pool: ArmPoses, seed: int = 0,
+    def __init__(self, env: World, pool: ArmPoses, seed: int = 0,
                  cfg: RandomCommandConfig | None = None) -> None:
         if len(pool) == 0:
             raise ValueError("the arm-pose pool is empty")
@@ -220,9 +220,10 @@ class RandomCommandSource:
         self.pool, self.dt = pool, env.control_dt_s
         self.num_worlds = n = env.num_worlds
         self.gen = torch.Generator().manual_seed(seed)
-        self.chains = build_chains(env.model, ROOT_BODY, [f"{s}_hand" for s in SIDES],
-                                   list(env.robot.joint_names), frozen={})
-        self.default = env.default_pose
+        self.chains = build_chains(robot_model(env.robot), ROOT_BODY,
+                                   [f"{s}_hand" for s in SIDES], list(env.robot.joint_names),
+                                   frozen={})
+        self.default = torch.tensor(env.robot.default_pose, dtype=torch.float64)
         self.arms = torch.tensor(PART_JOINTS["upper"])
         f64 = torch.float64
         self.base_vel = torch.zeros(n, 3, dtype=f64)

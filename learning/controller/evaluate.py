@@ -48,7 +48,7 @@ from learning.controller.upper_eval import HELD_OUT_SEED
 from learning.evaluate import nan_to_none
 from robot_io.control import ControllerChoice
 from robot_io.env import BatchedEnv
-from robot_io.protocols import CommandSource, Controller
+from robot_io.protocols import CommandSource, Controller, World
 from robot_io.session import Session
 from robot_io.sim.render import write_bytes_atomic
 from robot_io.tasks.open_floor import OpenFloorConfig, OpenFloorTask
@@ -58,7 +58,7 @@ MODES = ("random", "planner")
 REPORT_FORMAT = "refine-dp-controller-eval"
 REPORT_VERSION = 1
 POOL_SIZE = 2000  # held-out arm configurations the random commands draw from
-TickHook = Callable[[int, BatchedEnv], None]  # called after each tick's measurement
+TickHook = Callable[[int, World], None]  # called after each tick's measurement
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -149,22 +149,19 @@ def _dist(d: dict) -> str:
 
 
 # -- running the session --------------------------------------------------------------------------
-def end_episodes(env: BatchedEnv, worlds: Tensor) -> None:
-    """End the episodes of `worlds` (B,) bool at this tick: the session sees a time-out."""
-    env.episode_steps[worlds] = env.time_limit_steps
-
-
-def _on_step(env: BatchedEnv, metrics: ControllerMetrics,
-             hook: TickHook | None) -> Callable[[int, Observation, Command, JointTargets], None]:
+def _on_step(session: Session, metrics: ControllerMetrics, hook: TickHook | None
+             ) -> Callable[[int, Observation, Command, JointTargets], None]:
     """The session's `on_step`: measure the tick, end fallen worlds' episodes, call `hook`."""
     def on_step(tick: int, obs: Observation, cmd: Command, sent: JointTargets) -> None:
-        end_episodes(env, metrics.after_tick(tick, obs, cmd, sent))
+        fell = metrics.after_tick(tick, obs, cmd, sent)
+        if bool(fell.any()):
+            session.end_episode(torch.nonzero(fell).squeeze(1), success=False, reason="fell")
         if hook is not None:
-            hook(tick, env)
+            hook(tick, session.world)
     return on_step
 
 
-def run_random(env: BatchedEnv, source: CommandSource, controller: Controller, seconds: float,
+def run_random(env: World, source: CommandSource, controller: Controller, seconds: float,
                metrics: ControllerMetrics, hook: TickHook | None = None,
                progress: bool = False) -> None:
     """Run every world for `seconds` of simulated time (fallen worlds are reset and go on)."""
@@ -173,30 +170,31 @@ def run_random(env: BatchedEnv, source: CommandSource, controller: Controller, s
         raise ValueError(f"seconds must cover at least one control tick, got {seconds}")
     bar = tqdm(total=round(ticks * env.control_dt_s, 2), unit="sim s", disable=not progress,
                dynamic_ncols=True)
-    measure = _on_step(env, metrics, hook)
+    session = Session(env, source, controller, observers=[metrics], stop_on_success=False)
+    measure = _on_step(session, metrics, hook)
     finished = False
 
     def on_step(tick: int, *args: Any) -> None:
         nonlocal finished
         measure(tick, *args)
         if tick + 1 >= ticks:  # every world's episode ends here, so the session stops
-            end_episodes(env, torch.ones(env.num_worlds, dtype=torch.bool))
+            session.end_episode(torch.arange(env.num_worlds), success=False, reason="timeout",
+                                restart=False)
             finished = True
         if (tick + 1) % 50 == 0 or finished:
             bar.update(round((tick + 1) * env.control_dt_s, 2) - bar.n)
 
     try:
-        Session(env, source, controller, observers=[metrics]).run(
-            None, stop_on_success=False, on_step=on_step, done_when=lambda: finished)
+        session.run(None, on_step=on_step, done_when=lambda: finished)
     finally:
         bar.close()
 
 
-def run_planner(env: BatchedEnv, source: CommandSource, controller: Controller, episodes: int,
+def run_planner(env: World, source: CommandSource, controller: Controller, episodes: int,
                 metrics: ControllerMetrics, hook: TickHook | None = None) -> None:
     """Run `episodes` episodes, each ending at success, time-out, instability or a fall."""
-    Session(env, source, controller, observers=[metrics]).run(
-        episodes, stop_on_success=True, on_step=_on_step(env, metrics, hook))
+    session = Session(env, source, controller, observers=[metrics])
+    session.run(episodes, on_step=_on_step(session, metrics, hook))
 
 
 def planner_summary(episodes: list[dict]) -> dict:
