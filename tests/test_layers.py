@@ -192,3 +192,15 @@ def test_only_construction_sites_import_the_simulator_env() -> None:
                                                              SIMULATOR_CONSTRUCTION_SITES)
     for module in WORLD_USERS:
         assert not any(i == module or i.startswith(module + ".") for i in importers), module
+
+
+def test_observers_and_the_session_import_no_mujoco() -> None:
+    """A recorder, a GUI or a robot backend implements the protocols without MuJoCo."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import robot_io.protocols, robot_io.safety, robot_io.session, "
+            "robot_io.fake_robot, datasets.recorder; print('mujoco' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO_ROOT, check=True)
+    assert out.stdout.strip() == "False", out.stderr

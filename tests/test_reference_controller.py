@@ -12,9 +12,22 @@ from planners.scripted import make_scripted_source
 from robot_io.control.reference import ReferenceController
 from robot_io.env import BatchedEnv
 from robot_io.math3d import quat_angle, quat_from_axis_angle, quat_mul, yaw_of
+from robot_io.safety import SafetyFilter
 from robot_io.session import run_episode
 from robot_io.tasks import Range, StartRanges, default_config
 from robot_io.types import Command
+
+
+class _Guarded:
+    """The controller behind the safety filter, as every loop runs it (joint band and step)."""
+
+    def __init__(self, env: BatchedEnv, ctrl: ReferenceController) -> None:
+        self.env, self.ctrl = env, ctrl
+        self.safety = SafetyFilter(env.robot, env.num_worlds)
+        self.safety.episode_started(env.observe(), torch.arange(env.num_worlds))
+
+    def apply(self, cmd: Command, obs) -> None:
+        self.env.apply(self.safety.targets(self.ctrl.step(cmd, obs)))
 
 F64 = torch.float64
 
@@ -36,11 +49,12 @@ def test_steady_state_base_velocity_within_10_percent(vel: tuple[float, float, f
     env = _open_floor_env(1)
     obs = env.reset()
     ctrl = ReferenceController(env)
+    guarded = _Guarded(env, ctrl)
     hand_pos, hand_quat = _hold_hands(obs)
     cmd = Command(torch.tensor([vel], dtype=F64), hand_pos, hand_quat, torch.zeros(1, 2, dtype=F64))
     samples = []
     for k in range(200):  # 4 s; measure over the last 2 s
-        env.apply(ctrl.step(cmd, obs))
+        guarded.apply(cmd, obs)
         obs = env.observe()
         if k in (99, 199):
             samples.append((obs.root_pos[0].clone(), yaw_of(obs.root_quat)[0].clone()))
@@ -70,6 +84,7 @@ def test_hands_reach_commanded_poses() -> None:
     env = _open_floor_env(n)
     obs = env.reset()
     ctrl = ReferenceController(env)
+    guarded = _Guarded(env, ctrl)
     z, y = torch.tensor([0.0, 0, 1], dtype=F64), torch.tensor([0.0, 1, 0], dtype=F64)
     pos = torch.zeros(n, 2, 3, dtype=F64)
     quat = torch.zeros(n, 2, 4, dtype=F64)
@@ -81,7 +96,7 @@ def test_hands_reach_commanded_poses() -> None:
             quat[i, side] = q
     cmd = Command(torch.zeros(n, 3, dtype=F64), pos, quat, torch.zeros(n, 2, dtype=F64))
     for _ in range(150):  # 3 s
-        env.apply(ctrl.step(cmd, obs))
+        guarded.apply(cmd, obs)
         obs = env.observe()
     pos_err = (obs.hand_pos - pos).norm(dim=-1)
     ang_err = quat_angle(obs.hand_quat, quat)
@@ -98,13 +113,14 @@ def test_box_stays_in_gripper_while_walking(mass_kg: float) -> None:
     source = make_scripted_source("box_pickup")
     ctrl = ReferenceController(env)
     assert bool(run_episode(env, source, ctrl).success.all())
+    guarded = _Guarded(env, ctrl)  # steps from where the joints are now
     obs = env.observe()
     cmd = source.next_command(obs)
     hold = Command(torch.tensor([[-0.3, 0.0, 0.0]], dtype=F64), cmd.hand_pos, cmd.hand_quat,
                    cmd.gripper)
     start = obs.root_pos.clone()
     for _ in range(150):  # 3 s backing away from the table at 0.3 m/s
-        env.apply(ctrl.step(hold, obs))
+        guarded.apply(hold, obs)
         obs = env.observe()
     assert float((obs.root_pos - start)[0, :2].norm()) > 0.8
     box = obs.task["object_pos"][0]
