@@ -2,9 +2,13 @@
 
 Reads top to bottom: resolve the config (or resume it from the run folder), load windows into
 memory, fit normalisers, then train with AdamW under a warm-up + cosine schedule, keep an EMA
-copy, log train / validation loss to TensorBoard, evaluate in simulation now and then, and write
-an atomic checkpoint every `checkpoint_every` steps. A killed run continues from its latest
-checkpoint with the same data order and RNG state.
+copy, log train / validation loss to TensorBoard and `metrics.jsonl`, evaluate in simulation
+now and then, and write an atomic checkpoint every `checkpoint_every` steps.
+
+The run follows the training-process contract of `learning.progress`: status.json, metrics.jsonl,
+and SIGTERM = finish the step, checkpoint it, state "cancelled", exit 0. A stopped or killed run
+continues from its latest checkpoint with the same data order and RNG state, so it ends with the
+weights an uninterrupted run would have; with one seed the initial weights are the same too.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from learning.ema import EMA
 from learning.features import ObsSpec
 from learning.normalizer import ACTION_MIN_SPAN, OBS_MIN_SPAN, Normalizer
 from learning.planner import Planner
+from learning.progress import TrainingJob
 from robot_io.tasks import default_config
 
 
@@ -126,9 +131,21 @@ def validation_loss(planner: Planner, windows: Windows, batch: int = 1024) -> fl
     return float(planner.model.loss(obs, act, mask.to(dev), generator=gen))
 
 
-def pretrain(cfg: PretrainConfig, progress: bool = True,
-             log: callable = print) -> Planner:
-    """Train (or resume) the run `cfg.out`; returns the EMA planner of the last step."""
+def pretrain(cfg: PretrainConfig, progress: bool = True, log: callable = print,
+             job: TrainingJob | None = None) -> Planner:
+    """Train (or resume) the run `cfg.out`; returns the EMA planner of the last step.
+
+    Args:
+        job: the entered job to report to and take stop requests from (default: one of its own
+            for `cfg.out`, which handles SIGTERM).
+    """
+    if job is not None:
+        return _pretrain(cfg, job, progress, log)
+    with TrainingJob(cfg.out, "pretrain") as own:
+        return _pretrain(cfg, own, progress, log)
+
+
+def _pretrain(cfg: PretrainConfig, job: TrainingJob, progress: bool, log: callable) -> Planner:
     from torch.utils.tensorboard import SummaryWriter
 
     out = Path(cfg.out)
@@ -155,12 +172,16 @@ def pretrain(cfg: PretrainConfig, progress: bool = True,
     valid = load_windows(dataset, obs_spec, valid_ids) if valid_ids else None
 
     pcfg = cfg.policy
-    planner = Planner.create(pcfg, obs_spec, Normalizer.fit(windows.obs, OBS_MIN_SPAN),
-                             Normalizer.fit(windows.actions, ACTION_MIN_SPAN),
-                             dataset.robot_spec, task,
-                             default_config(task).to_dict(),
-                             source={"dataset": str(cfg.data), "train_episodes": len(train_ids),
-                                     "valid_episodes": len(valid_ids)})
+    # The initial weights come from the seed, without touching the process's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(cfg.seed)
+        planner = Planner.create(pcfg, obs_spec, Normalizer.fit(windows.obs, OBS_MIN_SPAN),
+                                 Normalizer.fit(windows.actions, ACTION_MIN_SPAN),
+                                 dataset.robot_spec, task,
+                                 default_config(task).to_dict(),
+                                 source={"dataset": str(cfg.data),
+                                         "train_episodes": len(train_ids),
+                                         "valid_episodes": len(valid_ids)})
     device = torch.device(cfg.device)
     planner.to(device)
     model = planner.model.train()
@@ -168,7 +189,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True,
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-    step, history = 0, []
+    step, history, loss_avg = 0, [], None
     if train_state is not None:
         t = train_state.train_tensors
         load_module(model, t, "raw", train_state.path)
@@ -179,26 +200,31 @@ def pretrain(cfg: PretrainConfig, progress: bool = True,
         gen.set_state(t["rng.batch"])
         noise_gen.set_state(t["rng.noise"].to(noise_gen.get_state().device))
         step, history = train_state.train_meta["step"], train_state.train_meta["history"]
+        loss_avg = train_state.train_meta.get("loss_avg")  # the smoothed loss continues too
+    job.start(step, cfg.steps, None if train_state is None else train_state.path)
+    saved_step = step  # the step of the newest checkpoint (none yet on a fresh run: 0 steps)
 
     writer = SummaryWriter(str(out / "tb"), purge_step=step)
     ema_planner = Planner(pcfg, obs_spec, planner.obs_norm, planner.act_norm, ema.shadow,
                           planner.meta)
 
-    def save() -> None:
+    def save() -> Path:
         opt_t, opt_meta = optimizer_to_tensors(opt, "opt")
         meta = {"config": _config_dict(cfg), "step": step, "train_ids": train_ids,
-                "valid_ids": valid_ids, "optimizer": opt_meta, "history": history}
+                "valid_ids": valid_ids, "optimizer": opt_meta, "history": history,
+                "loss_avg": loss_avg}
         tensors = {**module_tensors(model, "raw"), **opt_t, "rng.batch": gen.get_state(),
                    "rng.noise": noise_gen.get_state().cpu()}
-        ema_planner.meta["metrics"] = history[-1] if history else {}
-        ema_planner.meta["metrics"]["step"] = step
-        ema_planner.save(out, step, meta, tensors)
+        ema_planner.meta["metrics"] = {**(history[-1] if history else {}), "step": step}
+        path = ema_planner.save(out, step, meta, tensors)
+        job.checkpointed(path)
+        return path
 
     bar = tqdm(total=cfg.steps, initial=step, desc=f"pretrain {cfg.backbone}",
                disable=not progress, dynamic_ncols=True)
     period = pcfg.action_period_ticks
-    started, loss_avg = time.perf_counter(), None
-    while step < cfg.steps:
+    started = time.perf_counter()
+    while step < cfg.steps and not job.should_stop:
         rows = torch.randint(0, len(windows), (cfg.batch_size,), generator=gen)
         obs, act, mask = windows.batch(rows, pcfg.obs_horizon, pcfg.pred_horizon, period)
         obs = planner.obs_norm.normalize(obs.to(device))
@@ -212,10 +238,10 @@ def pretrain(cfg: PretrainConfig, progress: bool = True,
         opt.step()
         ema.update(model, step)
         step += 1
-        value = loss.item()
+        value, lr = loss.item(), opt.param_groups[0]["lr"]
         loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
         writer.add_scalar("loss/train", value, step)
-        writer.add_scalar("lr", opt.param_groups[0]["lr"], step)
+        writer.add_scalar("lr", lr, step)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_avg:.4f}")
         record = {}
@@ -225,6 +251,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True,
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             record["success_rate"] = _evaluate(ema_planner, task, cfg)
             writer.add_scalar("eval/success_rate", record["success_rate"], step)
+        job.log(step, train_loss=value, train_loss_avg=loss_avg, lr=lr, **record)
         if record:
             record.update(step=step, train_loss=loss_avg,
                           wall_s=time.perf_counter() - started)
@@ -236,6 +263,9 @@ def pretrain(cfg: PretrainConfig, progress: bool = True,
                 history.append({"step": step, "train_loss": loss_avg,
                                 "wall_s": time.perf_counter() - started})
             save()
+            saved_step = step
+    if saved_step != step:  # stopped between checkpoints: keep the step it stopped at
+        save()
     bar.close()
     writer.close()
     return ema_planner

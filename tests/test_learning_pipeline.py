@@ -102,7 +102,7 @@ def test_pretrain_writes_a_run_and_resumes_to_more_steps(dataset: Path, tmp_path
     assert planner.kind == "diffusion" and planner.task == "box_pickup"
     assert (run / "latest").read_text().strip() == "ckpt-0000010"
     assert sorted(p.name for p in run.iterdir()) == ["ckpt-0000005", "ckpt-0000010", "latest",
-                                                     "tb"]
+                                                     "metrics.jsonl", "status.json", "tb"]
     assert any((run / "tb").iterdir())
     files = {"policy.json", "policy.safetensors", "train.json", "train.safetensors"}
     assert {p.name for p in (run / "ckpt-0000010").iterdir()} == files
@@ -118,7 +118,7 @@ def test_pretrain_writes_a_run_and_resumes_to_more_steps(dataset: Path, tmp_path
     assert messages == [f"resuming {run} from step 10 of 15"]
     assert again.meta["metrics"]["step"] == 15
     assert sorted(p.name for p in run.iterdir()) == ["ckpt-0000010", "ckpt-0000015", "latest",
-                                                     "tb"]
+                                                     "metrics.jsonl", "status.json", "tb"]
     train = json.loads((run / "ckpt-0000015" / "train.json").read_text())
     assert train["step"] == 15 and [h["step"] for h in train["history"]] == [5, 10, 15]
 
@@ -145,7 +145,7 @@ def test_dppo_iteration_saves_the_split_policy(dit_run: Path, dppo_run: Path) ->
     lines = (dppo_run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])
-    assert record["iteration"] == 1 and {"pg_loss", "v_loss", "kl"} <= set(record)
+    assert record["step"] == 1 and {"pg_loss", "v_loss", "kl"} <= set(record)
     assert (dppo_run / "success_curve.png").stat().st_size > 0
     assert (dppo_run / "latest").read_text().strip() == "ckpt-0000001"
 

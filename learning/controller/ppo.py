@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -305,13 +306,19 @@ def update(model: ActorCritic, opt: torch.optim.Optimizer, roll: Rollout, last_v
 
 def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
           evaluate=None, eval_every: int = 0, log=print,
-          init: ActorCritic | None = None) -> tuple[ActorCritic, TrainState]:
+          init: ActorCritic | None = None, should_stop: Callable[[], bool] | None = None,
+          on_iteration: Callable[[dict], None] | None = None
+          ) -> tuple[ActorCritic, TrainState]:
     """Train (or resume) a policy in `env`; checkpoints, TensorBoard and metrics go to `out`.
 
     Args:
         evaluate: optional callable(model) -> dict of held-out metrics, run every `eval_every`
             iterations and at the end (rank 0 only).
         init: a warm-started model to begin from when `out` has no checkpoint yet.
+        should_stop: asked before each iteration (on every rank, so it may synchronise them);
+            True ends training like the time budget does: with a checkpoint.
+        on_iteration: called with each iteration's metrics row, after its checkpoint if it has
+            one (every rank).
     """
     out = Path(out)
     torch.manual_seed(cfg.seed + _rank())
@@ -367,6 +374,9 @@ def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
             log(f"time budget of {cfg.time_budget_s:.0f} s reached at iteration "
                 f"{state.iteration}")
             break
+        if should_stop is not None and should_stop():
+            log(f"stopping at iteration {state.iteration} as asked")
+            break
         env.set_progress(state.iteration / max(cfg.curriculum_iterations, 1))
         stats.update(reward_sum=0.0, pos_err=[], rot_err=[], terms={}, metrics={})
         t_roll = time.perf_counter()
@@ -414,6 +424,8 @@ def train(env: RLEnv, cfg: PPOConfig, out: Path, progress: bool = True,
                             rot=f"{row['rot_err_median_rad']:.2f}")
         if state.iteration % cfg.checkpoint_every == 0:
             save()
+        if on_iteration is not None:
+            on_iteration(row)
     save()
     if bar is not None:
         bar.close()

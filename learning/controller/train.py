@@ -10,14 +10,21 @@ The upper-body recipe (sized for a 2-core CPU within an hour):
    (`upper_eval`); the best one is exported to `OUT/export` (`upper.json`, `.safetensors`,
    `.onnx`) with `OUT/metrics.json` and `OUT/learning_curve.png`.
 
-Killing and re-running the same command resumes: PPO from its latest checkpoint; a DAgger phase
-that had not finished starts over (it takes minutes).
+The run follows the training-process contract of `learning.progress` (status.json and
+metrics.jsonl in OUT; a step is a DAgger iteration, then a PPO iteration, and metrics records name
+their `phase`). SIGTERM stops after the current iteration: in PPO with a checkpoint, in DAgger
+without one (the warm start is checkpointed only whole); the state becomes "cancelled" and the
+command exits 0. Re-running the same command resumes: PPO from its latest checkpoint; a DAgger
+phase that had not finished starts over (it takes minutes). With a time budget the run's total
+steps are re-estimated from the measured PPO rate (`expected_ppo_iterations`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +39,8 @@ from learning.checkpoint import (
 )
 from learning.controller.dagger import DaggerConfig, dagger
 from learning.controller.ppo import ActorCritic, PPOConfig, train
+from learning.progress import TrainingJob
+from robot_io.sim.distributed import rank_info
 from robot_io.sim.render import write_bytes_atomic
 
 PARTS = ("upper", "lower")
@@ -102,11 +111,40 @@ def make_env(cfg: ControllerTrainConfig):
                          "foot contact sensors are untested on MuJoCo Warp); use --backend mujoco")
 
     return LowerBodyEnv(LowerEnvConfig(num_worlds=cfg.worlds), seed=cfg.seed,
-                        threads=cfg.threads, backend=cfg.backend)
+                        threads=cfg.threads)
 
 
-def train_controller(cfg: ControllerTrainConfig, progress: bool = True, log=print) -> dict:
-    """Run the recipe; returns the final metrics (also written to OUT/metrics.json)."""
+class _Stopped(Exception):
+    """Raised from DAgger's per-iteration callback to end the warm start when asked to stop."""
+
+
+def expected_ppo_iterations(iteration: int, wall_s: float, iterations: int,
+                            time_budget_s: float) -> int:
+    """The PPO iterations a run will end with: `iterations`, or fewer when the time budget ends
+    it first at the rate measured so far (it stops before the first iteration that would start
+    at or after the budget: ceil(budget / seconds per iteration))."""
+    if time_budget_s <= 0 or iteration <= 0 or wall_s <= 0:
+        return iterations
+    return max(iteration, min(iterations, math.ceil(time_budget_s * iteration / wall_s)))
+
+
+def train_controller(cfg: ControllerTrainConfig, progress: bool = True, log=print,
+                     job: TrainingJob | None = None) -> dict:
+    """Run the recipe; returns the final metrics (also written to OUT/metrics.json), or
+    `{"part", "state": "cancelled", "ppo_iterations"}` when it was asked to stop.
+
+    Args:
+        job: the entered job to report to and take stop requests from (default: one of its own
+            for `cfg.out`, which handles SIGTERM; only rank 0 of a distributed run writes).
+    """
+    if job is not None:
+        return _train_controller(cfg, job, progress, log)
+    with TrainingJob(cfg.out, "train-controller", write=rank_info().rank == 0) as own:
+        return _train_controller(cfg, own, progress, log)
+
+
+def _train_controller(cfg: ControllerTrainConfig, job: TrainingJob, progress: bool,
+                      log) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _init_distributed(cfg)
@@ -114,38 +152,40 @@ def train_controller(cfg: ControllerTrainConfig, progress: bool = True, log=prin
     env = make_env(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     ppo_dir = out / "ppo"
-    warm_dir = out / "warm_start"
-    init = None
+    warm_steps = _warm_steps(cfg)
+    stop = _stop_check(job)
     t0 = time.perf_counter()
-    if latest_checkpoint(ppo_dir) if ppo_dir.exists() else None:
-        log("PPO checkpoint found: resuming PPO")
-    elif cfg.dagger.iterations > 0 and cfg.part == "upper":
-        init = ActorCritic(env.obs_dim, env.critic_obs_dim, env.action_dim, cfg.ppo)
-        if warm_dir.exists() and latest_checkpoint(warm_dir) is not None:
-            load_module(init, load_checkpoint(warm_dir).tensors, "model", warm_dir)
-            log("warm start loaded")
-        else:
-            def report(row: dict) -> None:
-                with open(out / "dagger.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
-                if progress:
-                    log(f"dagger {row['dagger_iteration']}/{cfg.dagger.iterations}: teacher "
-                        f"{row['teacher_prob']:.2f}, loss {row['bc_loss']:.4f}, hand error "
-                        f"{row['pos_err_median_m'] * 100:.1f} cm")
-            (out / "dagger.jsonl").unlink(missing_ok=True)
-            dagger(env, init, cfg.dagger, gen, log=report)
-            save_checkpoint(warm_dir, cfg.dagger.iterations, {"dagger": asdict(cfg.dagger)},
-                            module_tensors(init, "model"))
+    try:
+        init = _warm_start(cfg, env, gen, job, stop, progress, log)
+    except _Stopped:
+        log("stopped during the warm start: it starts over when the command runs again")
+        return {"part": cfg.part, "state": "cancelled", "ppo_iterations": 0}
     warm_s = time.perf_counter() - t0
     evaluate, best = _evaluator(cfg, out, env)
     rank0 = _rank() == 0
     if init is not None and rank0:
         evaluate(init, tag="warm_start")
+
+    def on_iteration(row: dict) -> None:
+        it = row["iteration"]
+        job.set_total_steps(warm_steps + expected_ppo_iterations(
+            it, row["wall_s"], cfg.ppo.iterations, cfg.time_budget_s))
+        job.log(warm_steps + it, phase="ppo",
+                **{k: v for k, v in row.items() if k not in ("iteration", "wall_s")})
+        newest = latest_checkpoint(ppo_dir)
+        if newest is not None and str(newest) != job.last_checkpoint:
+            job.checkpointed(newest)
+
     model, state = train(env, replace(cfg.ppo, time_budget_s=cfg.time_budget_s), ppo_dir,
                          progress=progress and rank0, evaluate=evaluate,
-                         eval_every=cfg.eval_every, log=log, init=init)
+                         eval_every=cfg.eval_every, log=log, init=init, should_stop=stop,
+                         on_iteration=on_iteration)
     if not rank0:
         return {}
+    job.checkpointed(latest_checkpoint(ppo_dir))
+    if job.should_stop:  # the final evaluation runs when the command runs again
+        return {"part": cfg.part, "state": "cancelled", "ppo_iterations": state.iteration}
+    job.set_total_steps(warm_steps + state.iteration)  # the time budget may have ended it
     final = evaluate(model, tag="final")
     if warm_s < 1.0 and (out / "dagger.jsonl").is_file():  # resumed: the warm start ran before
         lines = [ln for ln in (out / "dagger.jsonl").read_text().splitlines() if ln.strip()]
@@ -162,17 +202,89 @@ def train_controller(cfg: ControllerTrainConfig, progress: bool = True, log=prin
     return metrics
 
 
+def _warm_steps(cfg: ControllerTrainConfig) -> int:
+    """The job's steps before PPO: the DAgger iterations of an upper-body run."""
+    return cfg.dagger.iterations if cfg.part == "upper" else 0
+
+
+def _warm_start(cfg: ControllerTrainConfig, env, gen: torch.Generator, job: TrainingJob,
+                stop: Callable[[], bool], progress: bool, log) -> ActorCritic | None:
+    """Start `job` where the run stands; the warm-started model PPO begins from.
+
+    Runs DAgger unless the run already has its result or got to PPO. Returns None when PPO
+    resumes from its checkpoint or the part has no warm start.
+
+    Raises:
+        _Stopped: asked to stop during DAgger (which is checkpointed only whole).
+    """
+    out = Path(cfg.out)
+    ppo_dir, warm_dir = out / "ppo", out / "warm_start"
+    warm_steps = _warm_steps(cfg)
+    total = warm_steps + cfg.ppo.iterations
+    resume = latest_checkpoint(ppo_dir) if ppo_dir.exists() else None
+    if resume is not None:
+        log("PPO checkpoint found: resuming PPO")
+        done = load_checkpoint(resume, train=True).train_meta["state"]["iteration"]
+        job.start(warm_steps + done, total, resume)
+        return None
+    if warm_steps == 0:
+        job.start(0, total)
+        return None
+    init = ActorCritic(env.obs_dim, env.critic_obs_dim, env.action_dim, cfg.ppo)
+    warm = latest_checkpoint(warm_dir) if warm_dir.exists() else None
+    if warm is not None:
+        load_module(init, load_checkpoint(warm).tensors, "model", warm_dir)
+        log("warm start loaded")
+        job.start(warm_steps, total, warm)
+        return init
+    job.start(0, total)
+
+    def report(row: dict) -> None:
+        with open(out / "dagger.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        job.log(row["dagger_iteration"], phase="dagger",
+                **{k: v for k, v in row.items() if k not in ("dagger_iteration", "wall_s")})
+        if progress:
+            log(f"dagger {row['dagger_iteration']}/{cfg.dagger.iterations}: teacher "
+                f"{row['teacher_prob']:.2f}, loss {row['bc_loss']:.4f}, hand error "
+                f"{row['pos_err_median_m'] * 100:.1f} cm")
+        if stop():
+            raise _Stopped
+
+    (out / "dagger.jsonl").unlink(missing_ok=True)
+    dagger(env, init, cfg.dagger, gen, log=report)
+    job.checkpointed(save_checkpoint(warm_dir, cfg.dagger.iterations,
+                                     {"dagger": asdict(cfg.dagger)},
+                                     module_tensors(init, "model")))
+    return init
+
+
 def _rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_initialized() else 0
 
 
+def _stop_check(job: TrainingJob) -> Callable[[], bool]:
+    """`job.should_stop` agreed by all ranks of a distributed run (any rank asked: all stop);
+    call it at the same point of the loop on every rank."""
+    import torch.distributed as dist
+
+    def stop() -> bool:
+        if not dist.is_initialized():
+            return job.should_stop
+        on_gpu = dist.get_backend() == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
+        flag = torch.tensor([float(job.should_stop)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    return stop
+
+
 def _init_distributed(cfg: ControllerTrainConfig) -> None:
     """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, else gloo)."""
     import torch.distributed as dist
-
-    from robot_io.sim.distributed import rank_info
 
     if rank_info().world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
@@ -229,9 +341,7 @@ def _full_upper_eval(export: Path, cfg: ControllerTrainConfig) -> dict:
 
 
 def _plot(out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend
 
     rows = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()
             if line.strip()] if (out / "ppo" / "metrics.jsonl").exists() else []
@@ -239,7 +349,8 @@ def _plot(out: Path) -> None:
              if line.strip()] if (out / "evals.jsonl").exists() else []
     dag = [json.loads(line) for line in (out / "dagger.jsonl").read_text().splitlines()
            if line.strip()] if (out / "dagger.jsonl").exists() else []
-    fig, all_axes = plt.subplots(1, 3, figsize=(16, 4))
+    fig = Figure(figsize=(16, 4))
+    all_axes = fig.subplots(1, 3)
     if dag:
         ax = all_axes[0]
         t = [r["wall_s"] / 60 for r in dag]
@@ -267,12 +378,12 @@ def _plot(out: Path) -> None:
                         label="after warm start")
     axes[1].set(xlabel="PPO wall-clock [min]", ylabel="held-out median error",
                 title="held-out hand tracking")
-    axes[1].legend()
+    if axes[1].get_legend_handles_labels()[0]:  # a lower-body run has no held-out curves
+        axes[1].legend()
     fig.tight_layout()
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     write_bytes_atomic(out / "learning_curve.png", buf.getvalue())
 
 

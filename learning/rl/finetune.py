@@ -15,15 +15,16 @@ loop serves all three; it reads top to bottom:
 5. curriculum: when the iteration's success rate reaches the threshold, widen the initial-state
    ranges by `widen_factor`;
 6. checkpoint atomically (the policy with its frozen / fine-tuned split, plus everything needed
-   to resume) and log to TensorBoard and `metrics.jsonl`.
+   to resume) and log to TensorBoard and `metrics.jsonl` (a line per iteration, step = iteration).
 
-A killed run resumes from its latest checkpoint; its worlds restart from fresh episodes.
+The run follows the training-process contract of `learning.progress`: status.json, metrics.jsonl,
+and SIGTERM = finish the iteration, checkpoint it, state "cancelled", exit 0. A stopped or killed
+run resumes from its latest checkpoint; its worlds restart from fresh episodes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -45,6 +46,7 @@ from learning.checkpoint import (
 from learning.diffusion.policy import DiffusionPolicy, RegressorPolicy
 from learning.features import ACTION_DIM, ObsSpec
 from learning.planner import Planner
+from learning.progress import TrainingJob
 from learning.rl.actors import DiffusionActor, MeanRevertingActor, ResidualActor
 from learning.rl.ppo import (
     RewardScaler,
@@ -221,8 +223,21 @@ def prepare(planner: Planner, cfg: FinetuneConfig) -> nn.Module:
     return ResidualActor(residual)
 
 
-def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
-    """Fine-tune (or resume) the run `cfg.out`; returns the fine-tuned planner."""
+def finetune(cfg: FinetuneConfig, progress: bool = True, log=print,
+             job: TrainingJob | None = None) -> Planner:
+    """Fine-tune (or resume) the run `cfg.out`; returns the fine-tuned planner.
+
+    Args:
+        job: the entered job to report to and take stop requests from (default: one of its own
+            for `cfg.out`, which handles SIGTERM).
+    """
+    if job is not None:
+        return _finetune(cfg, job, progress, log)
+    with TrainingJob(cfg.out, "finetune") as own:
+        return _finetune(cfg, own, progress, log)
+
+
+def _finetune(cfg: FinetuneConfig, job: TrainingJob, progress: bool, log) -> Planner:
     from torch.utils.tensorboard import SummaryWriter
 
     from robot_io.env import BatchedEnv
@@ -264,6 +279,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         gen.set_state(t["rng"].to(gen.get_state().device))
         widen, iteration = state.train_meta["widen"], state.train_meta["iteration"]
         history = state.train_meta["history"]
+    job.start(iteration, cfg.iterations, None if state is None else state.path)
 
     task_config = default_config(task).widened(widen)
     env = BatchedEnv(task, cfg.worlds, threads=cfg.threads, seed=cfg.seed + 1000 * iteration,
@@ -279,7 +295,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
     exec_mask = (torch.arange(pcfg.pred_horizon) < pcfg.act_steps).to(device)
     planner.meta["task"] = task
 
-    def save() -> None:
+    def save() -> Path:
         a_t, a_meta = optimizer_to_tensors(actor_opt, "actor_opt")
         c_t, c_meta = optimizer_to_tensors(critic_opt, "critic_opt")
         tensors = {**module_tensors(critic, "critic"), **a_t, **c_t,
@@ -294,13 +310,15 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         planner.meta["finetune"].update(iterations=iteration, widen=widen)
         planner.meta["task_config"] = default_config(task).widened(widen).to_dict()
         planner.meta["metrics"] = history[-1] if history else {}
-        planner.save(out, iteration, meta, tensors)
+        path = planner.save(out, iteration, meta, tensors)
+        job.checkpointed(path)
+        return path
 
     bar = tqdm(total=cfg.iterations, initial=iteration, desc=f"finetune {cfg.method}",
                disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
     steps, worlds, s = cfg.steps_per_iter, cfg.worlds, actor.steps
-    while iteration < cfg.iterations:
+    while iteration < cfg.iterations and not job.should_stop:  # each iteration is checkpointed
         # -- 1. rollout ----------------------------------------------------------------------
         t0 = time.perf_counter()
         obs_buf = torch.zeros(steps, worlds, pcfg.obs_horizon, planner.obs_spec.dim, device=device)
@@ -358,8 +376,9 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print) -> Planner:
         for key, value in record.items():
             if key != "iteration" and isinstance(value, float) and math.isfinite(value):
                 writer.add_scalar(f"finetune/{key}", value, iteration)
-        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        # metrics.jsonl: the record less what the job writes itself (step, time_s).
+        job.log(iteration, **{k: v for k, v in record.items()
+                              if k not in ("iteration", "wall_s")})
         new_widen = curriculum_step(widen, rate, len(succ), cfg)
         if new_widen != widen:
             widen = new_widen
@@ -455,13 +474,13 @@ def _log_probs(actor: nn.Module, obs: Tensor, chain: Tensor, env_idx: Tensor, j_
 
 def plot_curve(history: list[dict], path: Path, label: str) -> None:
     """success_curve.png: training success rate (and the curriculum's widening) per iteration."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend
+
     if not history:
         return
     its = [h["iteration"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.plot(its, [h["success_rate"] for h in history], label=f"{label} success rate")
     ax.set_xlabel("iteration")
     ax.set_ylabel("success rate (training rollouts)")
@@ -476,7 +495,6 @@ def plot_curve(history: list[dict], path: Path, label: str) -> None:
     fig.tight_layout()
     tmp = path.with_name(path.name + ".partial.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(path)
 
 
