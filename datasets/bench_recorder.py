@@ -1,29 +1,46 @@
-"""Measure the recorder's share of the session loop: `python -m datasets.bench_recorder`.
+"""Measure the recorder's share of the session loop: `refine-dp bench recorder`.
 
-Runs a `Session` of `--worlds` worlds with the reference controller and a constant walking
+Runs a `Session` of `worlds` worlds with the reference controller and a constant walking
 command, records every episode (failures included) into a temporary dataset, and prints the
 time spent inside the recorder against the loop's total time.
+
+Importing this module stays light (no torch, no MuJoCo): the command line reads
+`RecorderBenchConfig` without loading the simulator.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
-from datasets.dataset import Dataset
-from datasets.recorder import EpisodeRecorder
-from robot_io.control.reference import ReferenceController
-from robot_io.env import BatchedEnv
-from robot_io.session import Session
-from robot_io.sim.bench import constant_command
-from robot_io.tasks import default_config
-from robot_io.types import Command, Observation
+    from robot_io.types import Command, Observation
+
+
+@dataclass(frozen=True)
+class RecorderBenchConfig:
+    """What `measure` runs.
+
+    Attributes:
+        task: the task whose scene the worlds simulate.
+        worlds: worlds in parallel.
+        episode_s: simulated seconds of each episode.
+        threads: physics threads (0: all CPUs).
+        rounds: episodes per world.
+        sync: write the episode files on the loop's thread (default: the recorder's own).
+    """
+
+    task: str = "box_pickup"
+    worlds: int = 64
+    episode_s: float = 10.0
+    threads: int = 0
+    rounds: int = 3
+    sync: bool = False
 
 
 class _WalkForward:
@@ -33,17 +50,26 @@ class _WalkForward:
         pass
 
     def next_command(self, obs: Observation) -> Command:
+        from robot_io.sim.bench import constant_command
+
         return constant_command(obs)
 
 
 def measure(task: str, worlds: int, episode_s: float, threads: int, folder: Path,
-            rounds: int = 3, background: bool = True) -> dict:
-    """Run `rounds` episodes per world without, then with, a recorder.
+            rounds: int, background: bool) -> dict:
+    """Run `rounds` episodes per world without, then with, a recorder writing into `folder`.
 
     Returns the loop's seconds without (`bare_s`) and with (`total_s`) the recorder, the seconds
     spent inside the recorder's methods during the loop (`in_loop_s`) and waiting for the last
     files after it (`close_s`, the final batch of episodes, which nothing overlaps).
     """
+    from datasets.dataset import Dataset
+    from datasets.recorder import EpisodeRecorder
+    from robot_io.control.reference import ReferenceController
+    from robot_io.env import BatchedEnv
+    from robot_io.session import Session
+    from robot_io.tasks import default_config
+
     in_loop = [0.0]
     config = dataclasses.replace(default_config(task), time_limit_s=episode_s)
 
@@ -71,25 +97,10 @@ def measure(task: str, worlds: int, episode_s: float, threads: int, folder: Path
             "bytes": sum(p.stat().st_size for p in dataset.episodes_dir.iterdir())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="box_pickup")
-    parser.add_argument("--worlds", type=int, default=64)
-    parser.add_argument("--episode-s", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=0, help="physics threads (0: all CPUs)")
-    parser.add_argument("--rounds", type=int, default=3, help="episodes per world")
-    parser.add_argument("--sync", action="store_true", help="write files on the loop's thread")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        r = measure(args.task, args.worlds, args.episode_s, args.threads, Path(tmp) / "ds",
-                    rounds=args.rounds, background=not args.sync)
-    print(f"{r['worlds']} worlds, {args.rounds} x {r['ticks']} ticks: loop {r['bare_s']:.2f} s "
-          f"bare, {r['total_s']:.2f} s recording (+{100 * (r['total_s'] / r['bare_s'] - 1):.1f} %);"
-          f" inside the recorder {r['in_loop_s']:.3f} s = {100 * r['share']:.1f} % of the loop, "
-          f"then {r['close_s']:.3f} s waiting for the last files; "
-          f"{r['episodes_written']} episodes, {r['bytes'] / 1e6:.1f} MB")
-
-
-if __name__ == "__main__":
-    main()
+def format_measurement(r: dict, rounds: int) -> str:
+    """One line for a `measure` result of `rounds` episodes per world."""
+    return (f"{r['worlds']} worlds, {rounds} x {r['ticks']} ticks: loop {r['bare_s']:.2f} s "
+            f"bare, {r['total_s']:.2f} s recording (+{100 * (r['total_s'] / r['bare_s'] - 1):.1f}"
+            f" %); inside the recorder {r['in_loop_s']:.3f} s = {100 * r['share']:.1f} % of the "
+            f"loop, then {r['close_s']:.3f} s waiting for the last files; "
+            f"{r['episodes_written']} episodes, {r['bytes'] / 1e6:.1f} MB")

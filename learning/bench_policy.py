@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +21,21 @@ from learning.planner import Planner
 # The box-pickup DP observation (what an untrained benchmark policy is built for).
 BOX_PICKUP_OBS = ObsSpec((("hand_pos", 6), ("hand_quat", 8), ("foot_pos", 6), ("foot_quat", 8),
                           ("gripper_pos", 2), ("task.object_pos", 3), ("task.object_quat", 4)))
+
+
+@dataclass(frozen=True)
+class PolicyBenchConfig:
+    """What `bench_policy` measures (`refine-dp bench policy`).
+
+    Attributes:
+        policy: a run or checkpoint folder (None: an untrained default-size DiT for box pickup).
+        calls: timed calls, after 5 warm-up calls.
+        sampler: "ddim" or "ddpm" (None: the policy's default sampler).
+    """
+
+    policy: Path | None = None
+    calls: int = 100
+    sampler: str | None = None
 
 
 def _default_planner() -> Planner:
@@ -46,13 +62,13 @@ def _timed(fn, calls: int) -> list[float]:
     return out
 
 
-def bench_policy(policy: Path | None = None, calls: int = 100, sampler: str | None = None,
-                 threads: int = 0) -> dict:
-    """Median / p90 chunk latency (ms) at batch 1, and the bare-forward reference."""
+def bench_policy(policy: Path | None, calls: int, sampler: str | None) -> dict:
+    """Median / p90 chunk latency (ms) at batch 1, and the bare-forward reference.
+
+    Runs on torch's current thread pool: the caller (an entry point) sizes it.
+    """
     if calls < 1:
         raise ValueError(f"calls must be at least 1, got {calls}")
-    if threads:
-        torch.set_num_threads(threads)
     planner = Planner.load(policy) if policy is not None else _default_planner()
     sampler = sampler or planner.default_sampler
     cfg = planner.cfg

@@ -1,167 +1,243 @@
-"""The low-level controller commands of the `refine-dp` command line (registered by
-`teleop_app.cli`).
+"""The low-level controller commands of `refine-dp`: eval-, train-, export-controller and
+bench controller-env.
 
     refine-dp eval-controller --mode random|planner [--task NAME] [--worlds N]
                               [--seconds S | --episodes N] [--seed S] [--threads T] [--out DIR]
                               [--json] [--no-progress] [CONTROLLER]
     refine-dp train-controller --part upper|lower --out RUN [--worlds N] [--backend mujoco|warp]
-                               [--device D] [--minutes M] [--iterations N] [--seed S]
-                               [--threads T] [--no-progress]
+                               [--device D] [--minutes M] [--iterations N]
+                               [--dagger-iterations N] [--seed S] [--threads T] [--no-progress]
+                               [--ppo.FIELD V] [--dagger.FIELD V]
     refine-dp export-controller --run RUN --out DIR [--no-onnx]
-    refine-dp bench controller-env [--part upper|lower] [--worlds N] [--threads T] [--json]
+    refine-dp bench controller-env [--part upper|lower] [--worlds N] [--threads T]
+                                   [--seconds S] [--json]
 
 CONTROLLER: `--controller reference|learned [--controller-weights DIR]
 [--controller-runtime torch|onnx]` (`teleop_app.controller_args`).
+
+train-controller's flags are the fields of `learning.controller.train.ControllerTrainConfig`
+(`--ppo.*` and `--dagger.*` its nested configs) with their defaults; `--minutes` sets its
+`time_budget_s`, `--iterations` and `--dagger-iterations` are the older spellings of
+`--ppo.iterations` and `--dagger.iterations`.
 """
 
 from __future__ import annotations
 
-import argparse
+import inspect
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
-from teleop_app.controller_args import add_controller_args, controller_choice
+import tyro
 
-DEFAULT_SECONDS = 20.0
-DEFAULT_EPISODES = 20
-DEFAULT_TASK = "pick_place"
+from learning.controller.bench import bench_controller_env
+from learning.controller.dagger import DaggerConfig
+from learning.controller.evaluate import evaluate_controller
+from learning.controller.ppo import PPOConfig
+from learning.controller.train import PARTS, ControllerTrainConfig
+from robot_io.control import ControllerChoice
+from teleop_app.cli_parsing import Flag, Flags
+from teleop_app.controller_args import Controller
+
+PartName = Literal[PARTS]  # type: ignore[valid-type]
+_SPAN = tyro.conf.create_mutex_group(required=False, title="span")
+_EVAL_DEFAULTS = {name: p.default
+                  for name, p in inspect.signature(evaluate_controller).parameters.items()}
 
 
-def cmd_eval_controller(args: argparse.Namespace) -> None:
+def _eval_hint(name: str) -> str:
+    """The default `evaluate_controller` uses when the flag is not given, for the help."""
+    value = _EVAL_DEFAULTS[name]
+    return f"(default: {value:g})" if isinstance(value, float) else f"(default: {value})"
+
+
+@dataclass(frozen=True)
+class EvalControllerConfig:
+    """Settings of `refine-dp eval-controller` (`learning.controller.evaluate`).
+
+    The mode's own settings are None unless given: the other mode refuses them, and
+    `evaluate_controller` supplies their defaults.
+
+    Attributes:
+        mode: random: random commands on the open floor; planner: a task's heuristic planner.
+        task: planner mode: the task.
+        worlds: worlds in parallel.
+        seconds: random mode: simulated seconds per world.
+        episodes: planner mode: episodes in all.
+        seed: seed of the randomisation and of the commands.
+        threads: physics and torch threads (0: all CPUs, torch's default).
+        out: output folder (None: out/eval-controller/CONTROLLER-MODE[-TASK]).
+        json: print the report as JSON.
+        progress: show a progress bar.
+        controller: the low-level controller.
+    """
+
+    mode: Literal["random", "planner"]
+    task: Annotated[str | None, tyro.conf.arg(help_behavior_hint=_eval_hint("task"))] = None
+    worlds: int = 8
+    seconds: Annotated[float | None, _SPAN,
+                       tyro.conf.arg(help_behavior_hint=_eval_hint("seconds"))] = None
+    episodes: Annotated[int | None, _SPAN,
+                        tyro.conf.arg(help_behavior_hint=_eval_hint("episodes"))] = None
+    seed: int = 0
+    threads: int = 0
+    out: Path | None = None
+    json: bool = False
+    progress: bool = True
+    controller: Controller = ControllerChoice()
+
+
+def cmd_eval_controller(cfg: EvalControllerConfig) -> None:
     """Evaluate a controller under random commands or a planner; write JSON and plots."""
     import torch
 
-    from learning.controller.evaluate import evaluate_controller
-
-    if args.mode == "random" and (args.episodes is not None or args.task is not None):
+    if cfg.mode == "random" and (cfg.episodes is not None or cfg.task is not None):
         raise ValueError("--episodes and --task apply to --mode planner only "
                          "(--mode random runs --seconds on the open floor)")
-    if args.mode == "planner" and args.seconds is not None:
+    if cfg.mode == "planner" and cfg.seconds is not None:
         raise ValueError("--seconds applies to --mode random only (--mode planner runs "
                          "--episodes)")
-    if args.threads:  # the controller's torch pool too
-        torch.set_num_threads(args.threads)
-    choice = controller_choice(args)
-    task = args.task or DEFAULT_TASK
-    label = f"{choice.name}-{args.mode}" + (f"-{task}" if args.mode == "planner" else "")
-    out = Path(args.out) if args.out else Path("out") / "eval-controller" / label
-    report = evaluate_controller(
-        choice, args.mode, task=task, worlds=args.worlds,
-        seconds=DEFAULT_SECONDS if args.seconds is None else args.seconds,
-        episodes=DEFAULT_EPISODES if args.episodes is None else args.episodes,
-        seed=args.seed, threads=args.threads, out_dir=out, progress=not args.no_progress)
-    if args.json:
+    if cfg.threads:  # the controller's torch pool too
+        torch.set_num_threads(cfg.threads)
+    given = {k: v for k, v in (("task", cfg.task), ("seconds", cfg.seconds),
+                               ("episodes", cfg.episodes)) if v is not None}
+    task = given.get("task", _EVAL_DEFAULTS["task"])
+    label = f"{cfg.controller.name}-{cfg.mode}" + (f"-{task}" if cfg.mode == "planner" else "")
+    out = cfg.out if cfg.out is not None else Path("out") / "eval-controller" / label
+    report = evaluate_controller(cfg.controller, cfg.mode, worlds=cfg.worlds, seed=cfg.seed,
+                                 threads=cfg.threads, out_dir=out, progress=cfg.progress,
+                                 **given)
+    if cfg.json:
         print(json.dumps(report.to_dict(), indent=1))
         return
     print(report.format())
     print("wrote " + ", ".join(str(out / name) for name in report.files.values()))
 
 
-def cmd_train_controller(args: argparse.Namespace) -> None:
-    """Train a low-level policy (resumes a killed run), export the best, print the metrics."""
-    from dataclasses import replace
+TRAIN_FLAGS: Flags = {
+    ControllerTrainConfig: {
+        # Required as before: a default run folder would be shared by both parts.
+        "part": Flag(choices=PARTS, required=True,
+                     help="upper: hand poses (DAgger warm start, then PPO); lower: locomotion"),
+        "out": Flag(required=True, help="run folder (re-run to resume)"),
+        "worlds": Flag(help="worlds per process"),
+        "backend": Flag(choices=("mujoco", "warp"),
+                        help="simulator: mujoco (CPU) or warp (MuJoCo Warp; GPU)"),
+        "device": Flag(suppress=True),  # TrainControllerCommand.device: its default depends
+        "threads": Flag(help="physics and torch threads (0: all CPUs, torch's default)"),
+        "seed": Flag(help="seed (each torchrun rank adds its rank)"),
+        "time_budget_s": Flag(
+            name="minutes", scale=60.0, help="PPO time budget in minutes (the warm start, about "
+            "16 minutes on 2 cores for the upper part, comes first)"),
+        "eval_every": Flag(help="PPO iterations between held-out evaluations"),
+        "eval_worlds": Flag(help="worlds of a held-out evaluation"),
+        "dagger": Flag(help="the DAgger warm start (upper part)"),
+        "ppo": Flag(help="PPO"),
+    },
+    PPOConfig: {
+        "iterations": Flag(aliases=("--iterations",), help="PPO iterations at most"),
+        "time_budget_s": Flag(suppress=True),  # --minutes sets it
+    },
+    DaggerConfig: {
+        "iterations": Flag(aliases=("--dagger-iterations",),
+                           help="warm-start iterations (upper part; 0: none)"),
+    },
+}
 
+
+@dataclass(frozen=True)
+class TrainControllerCommand:
+    """Settings of `refine-dp train-controller`: the run's `ControllerTrainConfig` and the
+    process's own.
+
+    Attributes:
+        train: the run (every field is a flag; --ppo.* and --dagger.* its nested configs).
+        device: torch / Warp device (None: cpu with --backend mujoco; cuda:LOCAL_RANK under
+            torchrun, else cuda, with --backend warp).
+        progress: show progress.
+    """
+
+    FLAGS: ClassVar[Flags] = TRAIN_FLAGS
+
+    train: Annotated[ControllerTrainConfig, tyro.conf.arg(name="")]
+    device: str | None = None
+    progress: bool = True
+
+    def config(self, rank: int) -> ControllerTrainConfig:
+        """`train` for torchrun rank `rank`: its device and seed resolved."""
+        from robot_io.sim.distributed import warp_device
+
+        device = self.device
+        if device is None:
+            device = warp_device() if self.train.backend == "warp" else self.train.device
+        return replace(self.train, device=device, seed=self.train.seed + rank)
+
+
+def cmd_train_controller(cmd: TrainControllerCommand) -> None:
+    """Train a low-level policy (resumes a killed run), export the best, print the metrics."""
+    import matplotlib
     import torch
 
-    from learning.controller.train import ControllerTrainConfig, train_controller
-    from robot_io.sim.distributed import rank_info, warp_device
+    from learning.controller.train import train_controller
+    from robot_io.sim.distributed import rank_info
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device
-    if args.backend == "warp" and device is None:
-        device = warp_device()  # cuda:LOCAL_RANK under torchrun
-    cfg = ControllerTrainConfig(part=args.part, out=args.out, worlds=args.worlds,
-                                backend=args.backend, device=device or "cpu",
-                                threads=args.threads, seed=args.seed + rank_info().rank,
-                                time_budget_s=args.minutes * 60.0)
-    if args.iterations is not None:
-        cfg = replace(cfg, ppo=replace(cfg.ppo, iterations=args.iterations))
-    if args.dagger_iterations is not None:
-        cfg = replace(cfg, dagger=replace(
-            cfg.dagger, iterations=args.dagger_iterations,
-            teacher_decay_iterations=max(1, args.dagger_iterations // 2)))
-    metrics = train_controller(cfg, progress=not args.no_progress)
+    matplotlib.use("Agg")  # the learning curve is written from a process without a display
+    cfg = cmd.config(rank_info().rank)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    metrics = train_controller(cfg, progress=cmd.progress)
     print(json.dumps(metrics, indent=1))
 
 
-def cmd_export_controller(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class ExportControllerConfig:
+    """Settings of `refine-dp export-controller` (`learning.controller.export.export_policy`).
+
+    Attributes:
+        run: a train-controller run folder.
+        out: the export folder.
+        onnx: also write the ONNX file.
+    """
+
+    run: Path
+    out: Path
+    onnx: bool = True
+
+
+def cmd_export_controller(cfg: ExportControllerConfig) -> None:
     """Export a run's latest PPO actor (the training command already exports its best one)."""
     from learning.controller.export import export_policy
     from learning.controller.train import load_run_actor
 
-    policy = load_run_actor(Path(args.run))
-    for path in export_policy(policy, Path(args.out), onnx=not args.no_onnx):
+    policy = load_run_actor(cfg.run)
+    for path in export_policy(policy, cfg.out, onnx=cfg.onnx):
         print(f"wrote {path}")
 
 
-def cmd_bench_controller_env(args: argparse.Namespace) -> None:
-    from learning.controller.bench import bench_controller_env, format_bench
+@dataclass(frozen=True)
+class BenchControllerEnvConfig:
+    """Settings of `refine-dp bench controller-env` (`learning.controller.bench`).
 
-    result = bench_controller_env(args.part, worlds=args.worlds, threads=args.threads,
-                                  seconds=args.seconds)
-    print(json.dumps(result) if args.json else format_bench(result))
+    Attributes:
+        part: the training environment: upper or lower body.
+        worlds: number of worlds.
+        threads: physics threads (0: all CPUs).
+        seconds: timed seconds of each measurement.
+        json: print one JSON object.
+    """
+
+    part: PartName = "upper"
+    worlds: int = 256
+    threads: int = 0
+    seconds: float = 10.0
+    json: bool = False
 
 
-def add_controller_parsers(sub: argparse._SubParsersAction,
-                           bench: argparse._SubParsersAction | None = None) -> None:
-    """Add the controller commands (eval-, train-, export-controller, bench controller-env)."""
-    p = sub.add_parser("train-controller",
-                       help="train a low-level policy with PPO (upper: hand poses; lower: "
-                            "locomotion), export the best")
-    p.add_argument("--part", required=True, choices=("upper", "lower"))
-    p.add_argument("--out", required=True, help="run folder (re-run to resume)")
-    p.add_argument("--worlds", type=int, default=256, help="worlds per process (default 256)")
-    p.add_argument("--backend", choices=("mujoco", "warp"), default="mujoco",
-                   help="simulator: mujoco (CPU, default) or warp (MuJoCo Warp; GPU)")
-    p.add_argument("--device", help="warp device (default cuda:LOCAL_RANK under torchrun)")
-    p.add_argument("--minutes", type=float, default=35.0,
-                   help="PPO time budget in minutes (default 35; the warm start, about 16 "
-                        "minutes on 2 cores for the upper part, comes first)")
-    p.add_argument("--iterations", type=int, help="PPO iterations at most (default 3000)")
-    p.add_argument("--dagger-iterations", type=int,
-                   help="warm-start iterations (upper part; default 200, 0: none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="physics and torch threads")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_train_controller)
+def cmd_bench_controller_env(cfg: BenchControllerEnvConfig) -> None:
+    """The controller-training env against bare physics, in the same process."""
+    from learning.controller.bench import format_bench
 
-    p = sub.add_parser("export-controller",
-                       help="export a training run's latest actor (JSON + safetensors + ONNX)")
-    p.add_argument("--run", required=True, help="a train-controller run folder")
-    p.add_argument("--out", required=True, help="the export folder")
-    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
-    p.set_defaults(func=cmd_export_controller)
-
-    if bench is not None:
-        p = bench.add_parser("controller-env",
-                             help="controller-training env vs bare physics, same process")
-        p.add_argument("--part", choices=("upper", "lower"), default="upper")
-        p.add_argument("--worlds", type=int, default=256)
-        p.add_argument("--threads", type=int, default=0)
-        p.add_argument("--seconds", type=float, default=10.0)
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=cmd_bench_controller_env)
-
-    p = sub.add_parser("eval-controller",
-                       help="evaluate a low-level controller: velocity, foothold and hand "
-                            "tracking, falls, latency")
-    p.add_argument("--mode", required=True, choices=("random", "planner"),
-                   help="random: random commands on the open floor; planner: a task's "
-                        "heuristic planner")
-    p.add_argument("--task", help=f"planner mode: the task (default {DEFAULT_TASK})")
-    p.add_argument("--worlds", type=int, default=8, help="worlds in parallel (default 8)")
-    span = p.add_mutually_exclusive_group()
-    span.add_argument("--seconds", type=float,
-                      help=f"random mode: simulated seconds per world (default "
-                           f"{DEFAULT_SECONDS:g})")
-    span.add_argument("--episodes", type=int,
-                      help=f"planner mode: episodes in all (default {DEFAULT_EPISODES})")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="physics and torch threads (default: all)")
-    p.add_argument("--out", help="output folder (default out/eval-controller/CONTROLLER-MODE)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_controller_args(p)
-    p.set_defaults(func=cmd_eval_controller)
+    result = bench_controller_env(cfg.part, worlds=cfg.worlds, threads=cfg.threads,
+                                  seconds=cfg.seconds)
+    print(json.dumps(result) if cfg.json else format_bench(result))

@@ -1,140 +1,211 @@
-"""The learning commands of the `refine-dp` command line (registered by `teleop_app.cli`).
+"""The learning commands of `refine-dp`: pretrain, finetune and bench policy.
 
-    refine-dp pretrain --data DIR --backbone dit|mlp|mlp-regressor --out RUN [--episodes N]
-                       [--steps S] [--batch-size B] [--lr LR] [--eval-every N] [--device D] ...
-    refine-dp finetune --policy RUN --method dppo|mlp-ft|residual --out RUN2 [--task NAME]
-                       [--iterations N] [--worlds M] [--widen F] [--curriculum]
+    refine-dp pretrain --data DIR --out RUN [--backbone dit|mlp|mlp-regressor] [--episodes N]
+                       [--steps S] [--batch-size B] [--lr LR] [--eval-every N] [--device D]
+                       [--width W] [--depth D] [--heads H] [--obs-horizon To] ... [--threads T]
+    refine-dp finetune --policy RUN --out RUN2 [--method dppo|mlp-ft|residual] [--task NAME]
+                       [--iterations N] [--worlds M] [--widen F] [--curriculum] [--min-std S]
                        [--controller reference|learned] [--controller-weights DIR] ...
-    refine-dp bench policy [--policy RUN] [--calls 100] [--sampler ddim|ddpm]
+    refine-dp bench policy [--policy RUN] [--calls 100] [--sampler ddim|ddpm] [--threads T]
 
-An existing run folder is resumed, so re-running a killed command continues where it stopped.
+The flags are the fields of `learning.pretrain.PretrainConfig` (its `PolicyConfig` included),
+`learning.rl.finetune.FinetuneConfig` and `learning.bench_policy.PolicyBenchConfig`, with their
+defaults; `FLAGS` adds the help those dataclasses do not carry and the choices of their `str`
+fields. An existing run folder is resumed, so re-running a killed command continues where it
+stopped.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, ClassVar
 
-from teleop_app.controller_args import add_controller_args, controller_choice
+import tyro
+
+from learning.bench_policy import PolicyBenchConfig
+from learning.diffusion.networks import NET_KINDS
+from learning.diffusion.policy import SAMPLERS, PolicyConfig
+from learning.pretrain import PretrainConfig, default_net, with_policy
+from learning.rl.finetune import METHODS, FinetuneConfig
+from robot_io.control import CONTROLLERS, RUNTIMES
+from teleop_app.cli_parsing import Flag, Flags
+from teleop_app.controller_args import CONTROLLER_HELP, RUNTIME_HELP, WEIGHTS_HELP
+
+PRETRAIN_FLAGS: Flags = {
+    PretrainConfig: {
+        "backbone": Flag(choices=NET_KINDS),
+        "batch_size": Flag(help="batch size (windows per gradient step)"),
+        "lr": Flag(help="peak learning rate (after the warm-up, then cosine decay)"),
+        "weight_decay": Flag(help="AdamW weight decay"),
+        "warmup_steps": Flag(help="steps of the linear learning-rate warm-up"),
+        "valid_every": Flag(help="steps between validation losses"),
+        "eval_episodes": Flag(help="episodes per simulation evaluation"),
+        "eval_worlds": Flag(help="worlds per simulation evaluation"),
+        "checkpoint_every": Flag(help="steps between checkpoints"),
+        "seed": Flag(help="seed of the weights, the batches and the noise"),
+        "device": Flag(help="torch device (e.g. cuda)"),
+    },
+    # The network follows the backbone (`learning.pretrain.default_net`), with the overrides of
+    # PretrainCommand: NetConfig's own defaults are not the ones pretrain uses.
+    PolicyConfig: {"net": Flag(suppress=True)},
+}
+
+FINETUNE_FLAGS: Flags = {FinetuneConfig: {
+    "method": Flag(choices=METHODS),
+    "iterations": Flag(help="PPO iterations"),
+    "worlds": Flag(help="parallel worlds"),
+    "steps_per_iter": Flag(help="chunks per world per iteration"),
+    "widen_factor": Flag(help="curriculum: start ranges widened by this factor"),
+    "curriculum_success": Flag(help="curriculum: the training success rate that widens"),
+    "max_widen": Flag(help="curriculum: the widest start ranges"),
+    "min_sampling_std": Flag(help="exploration noise: floor on the sampling std of a denoising "
+                                  "step; for mlp-ft, the std of the last transition"),
+    "min_logprob_std": Flag(help="floor on the std of a denoising step in its log-probability"),
+    "clip_first": Flag(help="PPO clip of the noisiest transition (exponential to --clip-last)"),
+    "clip_last": Flag(help="PPO clip of the final transition"),
+    "residual_clip": Flag(help="PPO clip of the residual policy"),
+    "gamma": Flag(help="discount per executed chunk"),
+    "gae_lambda": Flag(help="GAE lambda"),
+    "gamma_denoise": Flag(help="discount per denoising transition"),
+    "epochs": Flag(help="PPO epochs per iteration"),
+    "minibatch": Flag(help="PPO minibatch size in (env step x transition) samples"),
+    "critic_epochs": Flag(help="critic epochs per iteration"),
+    "critic_minibatch": Flag(help="critic minibatch size"),
+    "actor_lr": Flag(help="actor learning rate"),
+    "critic_lr": Flag(help="critic learning rate"),
+    "target_kl": Flag(help="an iteration's actor epochs stop beyond this KL divergence"),
+    "bc_coef": Flag(help="BC regulariser weight"),
+    "critic_warmup_iters": Flag(help="first iterations train the critic only"),
+    "reward_scaling": Flag(help="divide rewards by a running std of the returns"),
+    "mlpft_steps": Flag(help="mlp-ft: denoising steps of the mean-reverting chain"),
+    "residual_width": Flag(help="residual: hidden width of the residual policy"),
+    "residual_depth": Flag(help="residual: hidden layers of the residual policy"),
+    "residual_std": Flag(help="residual: initial std of the residual actions"),
+    "seed": Flag(help="seed of the worlds and of the sampling"),
+    "threads": Flag(help="physics and torch threads (0: all CPUs, torch's default)"),
+    "device": Flag(help="torch device (e.g. cuda)"),
+    "controller": Flag(choices=CONTROLLERS, help=CONTROLLER_HELP),
+    "controller_weights": Flag(metavar="DIR", help=WEIGHTS_HELP),
+    "controller_runtime": Flag(choices=RUNTIMES, help=RUNTIME_HELP),
+}}
 
 
-def cmd_pretrain(args: argparse.Namespace) -> None:
+def _net_hint(name: str) -> str:
+    """The backbones' defaults of a network field, for the help."""
+    return "(default: " + ", ".join(f"{kind} {getattr(default_net(kind), name)}"
+                                    for kind in NET_KINDS) + ")"
+
+
+@dataclass(frozen=True)
+class PretrainCommand:
+    """Settings of `refine-dp pretrain`: the run's `PretrainConfig` and the process's own.
+
+    Attributes:
+        train: the run (every field is a flag, without prefix).
+        width: network width: DiT token width, MLP hidden width (None: the backbone's, from
+            `learning.pretrain.default_net`).
+        depth: network blocks (None: the backbone's).
+        heads: DiT attention heads (None: the backbone's).
+        threads: torch threads (0: torch's default).
+        progress: show a progress bar.
+    """
+
+    FLAGS: ClassVar[Flags] = PRETRAIN_FLAGS
+
+    train: Annotated[PretrainConfig, tyro.conf.OmitArgPrefixes]
+    width: Annotated[int | None, tyro.conf.arg(help_behavior_hint=_net_hint("width"))] = None
+    depth: Annotated[int | None, tyro.conf.arg(help_behavior_hint=_net_hint("depth"))] = None
+    heads: Annotated[int | None, tyro.conf.arg(help_behavior_hint=_net_hint("heads"))] = None
+    threads: int = 0
+    progress: bool = True
+
+    def config(self) -> PretrainConfig:
+        """`train` with its network chosen from the backbone and the overrides."""
+        return with_policy(self.train, width=self.width, depth=self.depth, heads=self.heads)
+
+
+def cmd_pretrain(cmd: PretrainCommand) -> None:
+    """Pre-train a planner policy on a dataset (resumes an existing run)."""
     import torch
 
-    from learning.pretrain import PretrainConfig, pretrain, with_policy
+    from learning.pretrain import pretrain
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = PretrainConfig(data=Path(args.data), out=Path(args.out), backbone=args.backbone,
-                         episodes=args.episodes, steps=args.steps, batch_size=args.batch_size,
-                         lr=args.lr, eval_every=args.eval_every,
-                         eval_episodes=args.eval_episodes, eval_worlds=args.eval_worlds,
-                         checkpoint_every=args.checkpoint_every, seed=args.seed,
-                         device=args.device)
-    cfg = with_policy(cfg, width=args.width, depth=args.depth, heads=args.heads,
-                      obs_horizon=args.obs_horizon, pred_horizon=args.pred_horizon,
-                      act_steps=args.act_steps, denoising_steps=args.denoising_steps,
-                      ddim_steps=args.ddim_steps)
-    planner = pretrain(cfg, progress=not args.no_progress)
+    if cmd.threads:
+        torch.set_num_threads(cmd.threads)
+    cfg = cmd.config()
+    planner = pretrain(cfg, progress=cmd.progress)
     metrics = planner.meta.get("metrics", {})
-    print(f"{args.out}: {cfg.backbone} trained to step {metrics.get('step')}; "
+    print(f"{cfg.out}: {cfg.backbone} trained to step {metrics.get('step')}; "
           + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                       if k in ("train_loss", "valid_loss", "success_rate")))
 
 
-def cmd_finetune(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class FinetuneCommand:
+    """Settings of `refine-dp finetune`: the run's `FinetuneConfig` and the process's own.
+
+    Attributes:
+        tune: the run (every field is a flag, without prefix).
+        min_std: sets both --min-sampling-std and --min-logprob-std (None: theirs).
+        progress: show a progress bar.
+    """
+
+    FLAGS: ClassVar[Flags] = FINETUNE_FLAGS
+
+    tune: Annotated[FinetuneConfig, tyro.conf.OmitArgPrefixes]
+    min_std: float | None = None
+    progress: bool = True
+
+    def config(self) -> FinetuneConfig:
+        """`tune` with --min-std applied."""
+        if self.min_std is None:
+            return self.tune
+        return replace(self.tune, min_sampling_std=self.min_std, min_logprob_std=self.min_std)
+
+
+def cmd_finetune(cmd: FinetuneCommand) -> None:
+    """Fine-tune a planner with RL in simulation (resumes an existing run)."""
     import torch
 
-    from learning.rl.finetune import FinetuneConfig, finetune, with_overrides
+    from learning.rl.finetune import finetune
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    choice = controller_choice(args)
-    cfg = FinetuneConfig(policy=Path(args.policy), out=Path(args.out), method=args.method,
-                         task=args.task, curriculum=args.curriculum, seed=args.seed,
-                         threads=args.threads, device=args.device, controller=choice.name,
-                         controller_weights=choice.weights, controller_runtime=choice.runtime)
-    cfg = with_overrides(cfg, iterations=args.iterations, worlds=args.worlds,
-                         steps_per_iter=args.steps_per_iter, widen=args.widen,
-                         ft_steps=args.ft_steps, bc_coef=args.bc_coef, epochs=args.epochs,
-                         minibatch=args.minibatch, actor_lr=args.actor_lr,
-                         min_sampling_std=args.min_std, min_logprob_std=args.min_std)
-    planner = finetune(cfg, progress=not args.no_progress)
+    cfg = cmd.config()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    planner = finetune(cfg, progress=cmd.progress)
     m = planner.meta.get("metrics", {})
-    print(f"{args.out}: {cfg.method} after {m.get('iteration')} iterations: training success "
+    print(f"{cfg.out}: {cfg.method} after {m.get('iteration')} iterations: training success "
           f"{m.get('success_rate', float('nan')):.2f}, start ranges x{m.get('widen', 1.0):.2f}; "
-          f"curve in {Path(args.out) / 'success_curve.png'}")
+          f"curve in {Path(cfg.out) / 'success_curve.png'}")
 
 
-def cmd_bench_policy(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class BenchPolicyCommand:
+    """Settings of `refine-dp bench policy`.
+
+    Attributes:
+        bench: what is measured (every field is a flag, without prefix).
+        threads: torch threads (0: torch's default).
+        json: print JSON.
+    """
+
+    FLAGS: ClassVar[Flags] = {PolicyBenchConfig: {"sampler": Flag(choices=SAMPLERS)}}
+
+    bench: Annotated[PolicyBenchConfig, tyro.conf.arg(name="")]
+    threads: int = 0
+    json: bool = False
+
+
+def cmd_bench_policy(cmd: BenchPolicyCommand) -> None:
+    """Planner latency per chunk at batch 1."""
+    import torch
+
     from learning.bench_policy import bench_policy, format_bench
 
-    result = bench_policy(Path(args.policy) if args.policy else None, calls=args.calls,
-                          sampler=args.sampler, threads=args.threads)
-    print(json.dumps(result, indent=1) if args.json else format_bench(result))
-
-
-def add_learning_parsers(sub: argparse._SubParsersAction,
-                         bench: argparse._SubParsersAction) -> None:
-    """Add pretrain, finetune and bench policy to the parser."""
-    p = sub.add_parser("pretrain", help="pre-train a planner policy on a dataset")
-    p.add_argument("--data", required=True, help="the dataset folder")
-    p.add_argument("--backbone", default="dit", help="dit (default), mlp or mlp-regressor")
-    p.add_argument("--out", required=True, help="the run folder (resumed when it exists)")
-    p.add_argument("--episodes", type=int, help="train on the first N successful episodes")
-    p.add_argument("--steps", type=int, default=4000, help="gradient steps (default 4000)")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="evaluate in simulation every N steps (default: never)")
-    p.add_argument("--eval-episodes", type=int, default=20, help="episodes per evaluation")
-    p.add_argument("--eval-worlds", type=int, default=10, help="worlds per evaluation")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--width", type=int, help="network width (DiT 96, MLP 512)")
-    p.add_argument("--depth", type=int, help="blocks (default 3)")
-    p.add_argument("--heads", type=int, help="DiT attention heads (default 4)")
-    p.add_argument("--obs-horizon", type=int, help="To, observations in the history (default 2)")
-    p.add_argument("--pred-horizon", type=int, help="Tp, commands per chunk (default 12)")
-    p.add_argument("--act-steps", type=int, help="Ta, commands executed per chunk (default 8)")
-    p.add_argument("--denoising-steps", type=int, help="K, DDPM steps (default 20)")
-    p.add_argument("--ddim-steps", type=int, help="DDIM steps for deployment (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_pretrain)
-
-    p = sub.add_parser("finetune", help="fine-tune a planner with RL in simulation")
-    p.add_argument("--policy", required=True, help="the pre-trained run folder")
-    p.add_argument("--method", default="dppo", help="dppo (default), mlp-ft or residual")
-    p.add_argument("--out", required=True, help="the run folder (resumed when it exists)")
-    p.add_argument("--task", help="task (default: the policy's)")
-    p.add_argument("--iterations", type=int, help="PPO iterations (default 60)")
-    p.add_argument("--worlds", type=int, help="parallel worlds (default 50)")
-    p.add_argument("--steps-per-iter", type=int, help="chunks per world per iteration (20)")
-    p.add_argument("--widen", type=float, help="start ranges scaled by this factor (default 1)")
-    p.add_argument("--curriculum", action="store_true",
-                   help="widen the start ranges by 10%% whenever success reaches 90%%")
-    p.add_argument("--ft-steps", type=int, help="K', fine-tuned denoising steps (default 10)")
-    p.add_argument("--bc-coef", type=float, help="BC regulariser weight (default 0)")
-    p.add_argument("--min-std", type=float,
-                   help="exploration noise: floor on the sampling and log-prob std of a denoising step; "
-                        "for mlp-ft, the std of the last transition (default 0.1)")
-    p.add_argument("--epochs", type=int, help="PPO epochs per iteration (default 4)")
-    p.add_argument("--minibatch", type=int, help="PPO minibatch size in (env step x transition) samples (default 5000)")
-    p.add_argument("--actor-lr", type=float, help="actor learning rate (default 1e-4)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
-    p.add_argument("--threads", type=int, default=0, help="physics and torch threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_controller_args(p)
-    p.set_defaults(func=cmd_finetune)
-
-    p = bench.add_parser("policy", help="planner latency per chunk at batch 1 (CPU)")
-    p.add_argument("--policy", help="a run folder (default: an untrained default-size DiT)")
-    p.add_argument("--calls", type=int, default=100, help="timed calls (default 100)")
-    p.add_argument("--sampler", help="ddim or ddpm (default: the policy's)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_bench_policy)
+    if cmd.threads:
+        torch.set_num_threads(cmd.threads)
+    b = cmd.bench
+    result = bench_policy(b.policy, calls=b.calls, sampler=b.sampler)
+    print(json.dumps(result, indent=1) if cmd.json else format_bench(result))

@@ -1,8 +1,11 @@
-"""The `refine-dp` command line, run in-process: task listing, rendering, the sim benchmark."""
+"""The `refine-dp` command line, run in-process: finding the command, its errors, task listing,
+rendering, the sim and policy benchmarks (tests/test_cli_config.py: the settings and defaults)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +101,86 @@ def test_a_bad_mujoco_gl_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     assert main(["tasks"]) == 2
     err = capsys.readouterr().err
     assert "MUJOCO_GL='bogus'" in err and "libegl1" in err and "osmesa" in err
+
+
+# -- finding the command, and the errors of a rejected command line ------------------------------
+def test_top_level_help_lists_the_commands_without_importing_torch_or_mujoco() -> None:
+    code = ("import sys\nfrom teleop_app.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit as exc:\n    assert exc.code == 0\n"
+            "print(sorted(m for m in ('torch', 'mujoco') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "dataset ACTION" in out and "train-controller" in out and "bench WHAT" in out
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["teleport"], "unknown command 'teleport'; known: tasks, render"),
+    (["bench", "gpu"], "unknown bench command 'gpu'; known: sim, planners, recorder, policy"),
+    ([], "missing COMMAND; choose from tasks, render"),
+    (["dataset"], "missing ACTION; choose from info, validate"),
+])
+def test_an_unknown_or_missing_command_lists_the_known_ones(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"refine-dp: error: {message}")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["collect", "--task", "box_pickup", "--episodes", "1", "--out", "x", "--source", "teleop"],
+     "argument --source: invalid choice: 'teleop' (choose from 'heuristic', 'scripted')"),
+    (["collect", "--task", "box_pickup"],
+     "the following arguments are required: --episodes, --out"),
+    (["bench", "sim", "--task", "box_pickup", "--worlds", "many"], "argument --worlds: "),
+    (["tasks", "--verbose"], "unrecognized arguments: --verbose"),
+    (["dataset", "filter", "a", "b", "--success", "--failures"],
+     "argument --failures: not allowed with argument --success"),
+])
+def test_a_rejected_command_line_is_one_error_line_with_status_2(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"refine-dp: error: {message}") and err.count("\n") == 1
+
+
+def test_a_value_the_config_rejects_is_a_one_line_error_listing_the_known_names(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # FinetuneConfig validates its task while tyro builds it; nothing is written.
+    assert main(["finetune", "--policy", str(tmp_path / "p"), "--out", str(tmp_path / "ft"),
+                 "--task", "no_such_task"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refine-dp: error: unknown task 'no_such_task'; known tasks:")
+    assert "box_pickup" in err and err.count("\n") == 1 and not (tmp_path / "ft").exists()
+
+
+def test_a_command_help_shows_the_dataclass_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["collect", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "worlds in parallel. (default: 16)" in text
+    assert "--controller {reference,learned}" in text and "(default: reference)" in text
+
+
+def test_a_bad_mujoco_gl_is_caught_before_a_command_imports_mujoco(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MUJOCO_GL", "bogus")
+    assert main(["render", "--help"]) == 2
+    assert "MUJOCO_GL='bogus'" in capsys.readouterr().err
+
+
+def test_bench_policy_threads_are_set_by_the_command_not_the_library(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from learning.bench_policy import bench_policy
+
+    before = torch.get_num_threads()
+    try:
+        assert bench_policy(None, calls=1, sampler=None)["threads"] == before  # untouched
+        assert main(["bench", "policy", "--calls", "1", "--threads", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
