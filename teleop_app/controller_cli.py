@@ -176,13 +176,11 @@ class TrainControllerCommand:
 
 def cmd_train_controller(cmd: TrainControllerCommand) -> None:
     """Train a low-level policy (resumes a killed run), export the best, print the metrics."""
-    import matplotlib
     import torch
 
     from learning.controller.train import train_controller
     from robot_io.sim.distributed import rank_info
 
-    matplotlib.use("Agg")  # the learning curve is written from a process without a display
     cfg = cmd.config(rank_info().rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
