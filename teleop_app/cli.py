@@ -6,6 +6,8 @@
                         [--backend mujoco|warp] [--device D]
     refine-dp bench planners [--tasks T...] [--episodes N] [--worlds M] [--seed S] [--threads T]
                              [--json] [CONTROLLER]
+    refine-dp bench runner [--task NAME] [--seconds S] [--rate-hz HZ] [--source scripted|constant]
+                           [--rt-priority P] [--json]
     refine-dp bench recorder [--task NAME] [--worlds N] [--episode-s S] [--threads T]
                              [--rounds R] [--sync]
     refine-dp bench policy [--policy RUN] [--calls N] [--sampler ddim|ddpm] [--threads T] [--json]
@@ -136,6 +138,8 @@ COMMANDS: dict[str, Command | Group] = {
         "planners": Command("heuristic planners' success rate", f"{_SIM}:cmd_bench_planners"),
         "recorder": Command("the recorder's share of the session loop",
                             f"{_SIM}:cmd_bench_recorder"),
+        "runner": Command("one world paced in real time: late ticks and jitter",
+                          f"{_SIM}:cmd_bench_runner"),
         "policy": Command("planner latency per chunk at batch 1 (CPU)",
                           f"{_LEARN}:cmd_bench_policy"),
         "controller-env": Command("controller-training env vs bare physics, same process",

@@ -182,6 +182,48 @@ def cmd_bench_recorder(cfg: BenchRecorderCommand) -> None:
 
 
 @dataclass(frozen=True)
+class BenchRunnerConfig:
+    """Settings of `refine-dp bench runner` (`robot_io.sim.bench_runner.bench_runner`).
+
+    Attributes:
+        task: a task name (see `refine-dp tasks`).
+        seconds: how long the real-time runner is timed.
+        rate_hz: the tick rate.
+        source: scripted (the task's scripted demonstration, episode after episode) or constant
+            (walk forward at 0.2 m/s, hands held, episodes cut to 1.5 s).
+        threads: physics threads of the one world.
+        spin_ms: the runner's busy wait before each deadline.
+        rt_priority: run the loop under SCHED_FIFO at this priority, 1..99 (None: normal).
+        seed: the world's seed.
+        json: print one JSON object.
+    """
+
+    task: str = "box_pickup"
+    seconds: float = 120.0
+    rate_hz: float = 50.0
+    source: Literal["scripted", "constant"] = "scripted"
+    threads: int = 1
+    spin_ms: float = 0.5
+    rt_priority: int | None = None
+    seed: int = 0
+    json: bool = False
+
+
+def cmd_bench_runner(cfg: BenchRunnerConfig) -> None:
+    """One world paced by the real-time runner: late ticks and jitter, on one line."""
+    from robot_io.sim.bench_runner import bench_runner, format_runner_line
+
+    source: object = cfg.source
+    if cfg.source == "scripted":
+        from planners.scripted import make_scripted_source
+
+        source = make_scripted_source(cfg.task)
+    result = bench_runner(cfg.task, cfg.seconds, cfg.rate_hz, source, cfg.threads,
+                          spin_s=cfg.spin_ms / 1e3, rt_priority=cfg.rt_priority, seed=cfg.seed)
+    print(json.dumps(result) if cfg.json else format_runner_line(result))
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """Settings of `refine-dp demo` (`teleop_app.demo.run_demo`).
 

@@ -29,6 +29,7 @@ from teleop_app.commands import (
     BackendName,
     BenchPlannersConfig,
     BenchRecorderCommand,
+    BenchRunnerConfig,
     BenchSimConfig,
     CollectConfig,
     DemoConfig,
@@ -102,6 +103,7 @@ LEAST: dict[tuple[str, ...], tuple[list[str], Callable[[], Any]]] = {
                        lambda: BenchSimConfig("box_pickup", 4)),
     ("bench", "planners"): ([], BenchPlannersConfig),
     ("bench", "recorder"): ([], lambda: BenchRecorderCommand(RecorderBenchConfig())),
+    ("bench", "runner"): ([], BenchRunnerConfig),
     ("bench", "policy"): ([], lambda: BenchPolicyCommand(PolicyBenchConfig())),
     ("bench", "controller-env"): ([], BenchControllerEnvConfig),
     ("dataset", "info"): (["ds"], lambda: DatasetInfoConfig(P("ds"))),
@@ -148,6 +150,7 @@ def test_the_resolved_configs_keep_the_library_defaults() -> None:
 LIBRARY = [
     (RenderConfig, "robot_io.sim.render:render_world", {}, set()),
     (BenchSimConfig, "robot_io.sim.bench:bench_sim", {}, set()),
+    (BenchRunnerConfig, "robot_io.sim.bench_runner:bench_runner", {}, {"source"}),
     (BenchPlannersConfig, "planners.heuristic.bench:bench_planners", {}, set()),
     (CollectConfig, "teleop_app.collect:collect", {}, set()),
     (EvalConfig, "learning.evaluate:evaluate", {"video": "video_episodes"}, {"out"}),
@@ -324,3 +327,9 @@ def test_giving_the_default_is_leaving_it_out(line: str) -> None:
     resolve = (lambda c: c.config(rank=0)) if words[0] == "train-controller" else (
         lambda c: c.config())
     assert resolve(given) == resolve(left_out)
+
+
+def test_the_runner_bench_spins_as_long_as_the_runner() -> None:
+    from robot_io.runner import SPIN_S
+
+    assert BenchRunnerConfig().spin_ms == pytest.approx(SPIN_S * 1e3)  # ms in the CLI, s below

@@ -1,4 +1,4 @@
-"""Real-time pacing of one simulated robot: `python -m robot_io.sim.bench_runner --seconds 120`.
+"""Real-time pacing of one simulated robot: `refine-dp bench runner [--seconds 120]`.
 
 A `RealtimeRunner` ticks a `Session` of one MuJoCo world (the reference controller, the safety
 filter) at `rate_hz` for `seconds`, while the calling thread only sleeps, and reports how well
@@ -10,7 +10,7 @@ cut to `BENCH_EPISODE_S` (so a reset happens inside a tick every 1.5 s, and the 
 walks into the task's furniture). Any `CommandSource` may be passed instead and then runs
 episodes of the task's own length; the heuristic and scripted planners live above `robot_io`
 in the import layers, so a caller that may import them (the `refine-dp` CLI) passes e.g.
-`planners.scripted.make_scripted_source(task)`.
+`planners.scripted.make_scripted_source(task)` (its default, `--source scripted`).
 
 Torch runs on one thread here (`torch.set_num_threads(1)`, restored afterwards): the tensors
 of one world are tiny, and torch's own thread pool would only compete with the physics and the
@@ -30,7 +30,6 @@ jitter 1.9 ms at load 2.3). With the defaults, 120 s at a load average of 1.0 fa
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import time
@@ -49,6 +48,7 @@ from robot_io.tick_stats import LATE_AFTER_S
 from robot_io.types import Command, Observation
 
 BENCH_SOURCES = ("constant",)
+
 BENCH_TORCH_THREADS = 1
 WARMUP_TICKS = 25  # unpaced ticks before timing (first calls allocate and fill caches)
 
@@ -145,24 +145,3 @@ def format_runner_line(result: dict[str, object]) -> str:
     if r["error"]:
         line += f" (error: {r['error']})"
     return line
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="box_pickup")
-    parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--rate-hz", type=float, default=50.0)
-    parser.add_argument("--source", default="constant", choices=BENCH_SOURCES)
-    parser.add_argument("--threads", type=int, default=1, help="physics threads")
-    parser.add_argument("--spin-ms", type=float, default=SPIN_S * 1e3,
-                        help="busy wait before each deadline")
-    parser.add_argument("--rt-priority", type=int, default=None,
-                        help="run the loop under SCHED_FIFO at this priority (1..99)")
-    args = parser.parse_args(argv)
-    result = bench_runner(args.task, args.seconds, args.rate_hz, args.source, args.threads,
-                          spin_s=args.spin_ms / 1e3, rt_priority=args.rt_priority)
-    print(format_runner_line(result))
-
-
-if __name__ == "__main__":
-    main()
