@@ -44,7 +44,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from types import FrameType, TracebackType
 
 # Only the standard library and the error classes: a watcher reads job files without importing
 # torch or MuJoCo.
+from robot_io.atomic import write_text_atomic
 from robot_io.errors import SchemaMismatchError
 
 STATUS_FILE, METRICS_FILE = "status.json", "metrics.jsonl"
@@ -204,28 +204,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text`: a temporary file beside it, fsync, rename, fsync the folder.
-
-    A reader sees the old file or the new one, never a part; a failed write leaves no
-    temporary file behind."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename itself survives a power loss
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import mujoco
 import numpy as np
 from PIL import Image
 
+from robot_io.atomic import write_bytes_atomic  # re-exported: callers import it here
 from robot_io.errors import RefineDpError
 from robot_io.sim.backend import SimBackend
 from robot_io.sim.gl_setup import HEADLESS_HINT
@@ -216,22 +216,3 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return write_bytes_atomic(path, buf.getvalue())
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write `data` to `path` atomically (temporary file, fsync, rename); creates parents."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name next to the target (same file system, so the rename is atomic); opened
-    # normally rather than with mkstemp so that the file gets the usual permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
