@@ -51,6 +51,8 @@ class PretrainConfig:
         data: the dataset folder.
         out: the run folder (checkpoints, TensorBoard logs); an existing run is resumed.
         backbone: "dit", "mlp" (residual-MLP denoiser) or "mlp-regressor" (deterministic).
+        policy: horizons, rates and the network; by default the backbone's CPU-sized network
+            (`default_net`). A network of another kind than `backbone` is replaced by that.
         episodes: train on the first N successful episodes (None: all but the validation ones).
         steps: gradient steps in total.
         valid_episodes: held-out episodes for the validation loss (taken after the training
@@ -74,12 +76,17 @@ class PretrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "cpu"
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(net=default_net("dit")))
 
     def __post_init__(self) -> None:
         if self.backbone not in NET_KINDS:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of "
                              f"{', '.join(NET_KINDS)}")
+        if self.policy.net.kind != self.backbone:
+            # The backbone decides the network: its CPU-sized default (`default_net`), never a
+            # network of another kind left over from the default policy config.
+            object.__setattr__(self, "policy", dataclasses.replace(
+                self.policy, net=default_net(self.backbone)))
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
         if self.episodes is not None and self.episodes < 1:

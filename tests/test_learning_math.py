@@ -628,3 +628,11 @@ def test_load_module_names_misshaped_weights() -> None:
         load_module(module, {"m.weight": torch.zeros(2, 3)}, "m", "here")
     load_module(module, {"m.weight": torch.ones(2, 3), "m.bias": torch.ones(2)}, "m", "here")
     assert module.weight.sum().item() == 6.0
+
+
+def test_the_pretrain_network_follows_the_backbone() -> None:
+    from learning.pretrain import PretrainConfig, default_net
+
+    assert PretrainConfig(Path("d"), Path("o")).policy.net == default_net("dit")  # 96 x 3
+    mlp = PretrainConfig(Path("d"), Path("o"), backbone="mlp").policy.net
+    assert (mlp.kind, mlp.width, mlp.depth) == ("mlp", 512, 3)
