@@ -62,7 +62,16 @@ def record_fields(record: StepRecord) -> dict[str, np.ndarray]:
         out["targets/harness_quat"] = np.broadcast_to(_np(sent.harness.quat), (b, 4))
     if record.sim_state is not None:  # a simulator's exact-replay state (a robot has none)
         out["sim/state"] = np.asarray(record.sim_state)
+    for name in sorted(record.inputs):  # a teleop device's raw frames, beside the commands
+        out[f"inputs/{name}"] = _np(record.inputs[name])
     return out
+
+
+def _block(key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Rows of `BLOCK_TICKS` ticks; raw inputs start as NaN (ticks without them stay NaN)."""
+    if key.startswith("inputs/") and np.issubdtype(dtype, np.floating):
+        return np.full((BLOCK_TICKS, *shape), np.nan, dtype=dtype)
+    return np.empty((BLOCK_TICKS, *shape), dtype=dtype)
 
 
 def _np(t: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -166,17 +175,16 @@ class EpisodeRecorder:
         if self._layout is None:
             self._layout = {k: (v.shape, v.dtype) for k, v in views.items()}
         elif views.keys() != self._layout.keys():
-            raise DatasetError(f"the recorded fields changed mid-session: "
-                               f"{sorted(views.keys() ^ self._layout.keys())}; one recorder "
-                               f"records one task with one controller")
+            self._adapt_layout(views)
         row = self._tick - self._first_block_tick
         block, offset = divmod(row, BLOCK_TICKS)
         if block == len(self._blocks):
-            self._blocks.append({k: np.empty((BLOCK_TICKS, *s), dtype=d)
-                                 for k, (s, d) in self._layout.items()})
+            self._blocks.append({k: _block(k, s, d) for k, (s, d) in self._layout.items()})
         buffers = self._blocks[block]
         for key, value in views.items():
             buffers[key][offset] = value  # the one copy per field and tick
+        for key in self._layout.keys() - views.keys():  # a source without these raw inputs
+            buffers[key][offset] = np.nan
         self._tick += 1
         self.time_in_recorder_s += time.perf_counter() - t0
 
@@ -203,6 +211,19 @@ class EpisodeRecorder:
             self.time_in_recorder_s += time.perf_counter() - t0
 
     # -- internals --------------------------------------------------------------------------
+    def _adapt_layout(self, views: dict[str, np.ndarray]) -> None:
+        """Raw operator inputs may come and go with the source (a hand-over between a teleop
+        device and a planner): rows without them hold NaN. Any other field must not change."""
+        changed = sorted(views.keys() ^ self._layout.keys())
+        if any(not k.startswith("inputs/") for k in changed):
+            raise DatasetError(f"the recorded fields changed mid-session: {changed}; one "
+                               f"recorder records one task with one controller")
+        for key in views.keys() - self._layout.keys():
+            shape, dtype = views[key].shape, np.result_type(views[key].dtype, np.float32)
+            self._layout[key] = (shape, dtype)
+            for buffers in self._blocks:
+                buffers[key] = _block(key, shape, dtype)
+
     def _rows(self, world: int, start_tick: int) -> dict[str, np.ndarray]:
         """This world's rows from `start_tick` to the last tick, per field."""
         first = start_tick - self._first_block_tick

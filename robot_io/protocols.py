@@ -143,6 +143,16 @@ class TimedSource(Protocol):
 
 
 @runtime_checkable
+class RawInputSource(Protocol):
+    """A source whose raw operator inputs (device frames) are recorded beside the commands, so
+    that retargeting can be replayed and improved later (teleop devices)."""
+
+    def raw_inputs(self) -> dict[str, Tensor]:
+        """The raw input behind this tick's command, {name: (B, ...)}: fixed names and shapes
+        for the whole session, finite numbers (NaN where an input is invalid is allowed)."""
+
+
+@runtime_checkable
 class Controller(Protocol):
     """Turns commands into joint targets: the reference controller or the learned pi_L."""
 
@@ -178,13 +188,15 @@ class EpisodeStart:
 @dataclass(frozen=True)
 class StepRecord:
     """One tick of every world: the observation the command was computed from, the applied
-    command, the applied joint targets, and the integration state before the tick (B, ...), or
-    None where the world has none."""
+    command, the applied joint targets, the integration state before the tick (B, ...) or None
+    where the world has none, and the source's raw operator inputs (`RawInputSource`; empty
+    for planners and policies)."""
 
     obs: Observation
     command: Command
     sent: JointTargets
     sim_state: np.ndarray | None = None
+    inputs: dict[str, Tensor] = field(default_factory=dict)
 
 
 END_REASONS = ("success", "timeout", "unstable", "operator", "stopped")

@@ -35,6 +35,7 @@ from robot_io.protocols import (
     Controller,
     EpisodeEnd,
     EpisodeStart,
+    RawInputSource,
     ReplayableWorld,
     StepObserver,
     StepOutcome,
@@ -131,6 +132,7 @@ class Session:
         self._world_safe = False
         self._replayable = isinstance(world, ReplayableWorld)
         self._timed = isinstance(source, TimedSource)  # a Protocol check costs microseconds
+        self._raw = isinstance(source, RawInputSource)
         self._ended: list[EpisodeEnd] = []
 
     # -- requests (between ticks) ------------------------------------------------------------
@@ -155,6 +157,7 @@ class Session:
             raise RuntimeError("start episodes before handing them to another source")
         source.reset(self.obs, torch.nonzero(self.active).squeeze(1))
         self.source, self._timed = source, isinstance(source, TimedSource)
+        self._raw = isinstance(source, RawInputSource)
 
     def start_episodes(self, ids: Tensor | None = None, reset_world: bool = True) -> Observation:
         """Start new episodes in worlds `ids` (all when None) and announce them.
@@ -239,7 +242,8 @@ class Session:
         cmd = safety.command(self.source.next_command(obs), obs, age)
         sent = world.apply(safety.targets(self.controller.step(cmd, obs)))
         if self.observers:
-            record = StepRecord(obs=obs, command=cmd, sent=sent, sim_state=state)
+            inputs = self.source.raw_inputs() if self._raw else {}
+            record = StepRecord(obs=obs, command=cmd, sent=sent, sim_state=state, inputs=inputs)
             for observer in self.observers:
                 observer.step(record)
         self.obs = world.observe()

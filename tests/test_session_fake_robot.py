@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -413,3 +414,45 @@ def test_watchdog_holds_then_latches_safe_mode(robot: RobotSpec) -> None:
     result = _live_tick(session, teleop, clock, _cmd())
     assert result.applied and result.safety is SafetyState.OK and fake.mode == POSITION
     assert session.safety.counters.safe_mode_entries == 1
+
+
+
+class _Device(ScriptedTeleop):
+    """A teleop source with a raw input frame per tick (a stick value and a button)."""
+
+    def raw_inputs(self) -> dict[str, Tensor]:
+        return {"stick": torch.full((1, 2), float(self.calls)), "button": torch.ones(1, 1)}
+
+
+def test_raw_device_inputs_are_recorded_beside_the_commands(robot: RobotSpec,
+                                                            tmp_path: Path) -> None:
+    from robot_io.protocols import RawInputSource
+
+    dataset = Dataset.create(tmp_path / "ds", robot)
+    recorder = EpisodeRecorder(dataset, task="fake_robot", source="device",
+                               controller="hold_pose", seed=0, control_dt_s=DT, task_config={},
+                               background=False)
+    clock = FakeClock()
+    fake = FakeRobot(robot, clock=clock)
+    device = _Device(_cmd())
+    assert isinstance(device, RawInputSource)
+    session = Session(fake, device, HoldPoseController(robot), observers=[recorder], clock=clock)
+    session.start_episodes()
+    for _ in range(3):
+        _live_tick(session, device, clock)
+    planner = ScriptedTeleop(_cmd())  # a hand-over to a source without raw inputs
+    session.set_source(planner)
+    for _ in range(2):
+        _live_tick(session, planner, clock)
+    session.end_episode([0], success=True)
+    recorder.close()
+    episode = Dataset.open(tmp_path / "ds", robot).episode(0)
+    stick = episode["inputs/stick"]
+    # The stick value is the device's call count: ticks 1, 2, 3; then no device, NaN.
+    assert stick.shape == (5, 2)
+    assert stick[:3, 0].tolist() == [1.0, 2.0, 3.0]
+    assert np.isnan(stick[3:]).all()
+    assert episode["command/base_vel"].shape == (5, 3)
+    from datasets.validate import validate
+
+    assert validate(tmp_path / "ds") == []  # NaN raw inputs are not a broken recording
