@@ -16,7 +16,8 @@ from types import ModuleType
 
 from robot_io.errors import MissingDependencyError
 
-PIP_EXTRAS: frozenset[str] = frozenset({"gpu", "app", "vr", "export", "lerobot", "test"})
+PIP_EXTRAS: frozenset[str] = frozenset({"gpu", "app", "vr", "gamepad", "export", "lerobot",
+                                        "test"})
 """Extras declared in pyproject.toml: ``pip install 'refine-dp[EXTRA]'`` provides them."""
 
 OTHER_SOURCES: dict[str, str] = {
@@ -31,6 +32,7 @@ OPTIONAL_MODULES: dict[str, str] = {
     "PyQt6": "app",
     "vedo": "app",
     "xr": "vr",  # the import name of pyopenxr
+    "pygame": "gamepad",
     "onnx": "export",
     "onnxruntime": "export",
     "pyarrow": "lerobot",

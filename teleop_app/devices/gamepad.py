@@ -31,13 +31,12 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from robot_io.errors import MissingDependencyError
+from robot_io.optional import require
 from robot_io.protocols import Clock
 from robot_io.types import Command, CommandLimits, Observation
 from teleop_app.devices import retarget
 from teleop_app.devices.errors import DeviceNotFoundError
 
-GAMEPAD_EXTRA_HINT = "pip install 'refine-dp[gamepad]' (pygame==2.6.1)"
 
 
 @dataclass(frozen=True)
@@ -339,12 +338,7 @@ def _import_pygame() -> Any:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # no window: the app's window is Qt's
     os.environ.setdefault("SDL_JOYSTICK_ALLOW_BACKGROUND_EVENTS", "1")  # read without focus
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    try:
-        import pygame
-    except ImportError as exc:
-        raise MissingDependencyError(f"pygame is needed for the gamepad device; install it with "
-                                     f"`{GAMEPAD_EXTRA_HINT}`", name="pygame") from exc
-    return pygame
+    return require("pygame", purpose="the gamepad device")
 
 
 def open_pygame_gamepad(index: int = 0) -> JoystickSource:
