@@ -280,7 +280,7 @@ class RealtimeRunner:
             self.realtime = _set_realtime(self.rt_priority)
         try:
             self.run()
-        except Exception as exc:  # noqa: BLE001 - a fault outside a tick: stop all the same
+        except Exception as exc:
             self._looping = False
             self._fault(exc)
         if self.safe_stop and not self._faulted:
@@ -298,7 +298,7 @@ class RealtimeRunner:
         """One session tick; False when it raised (the runner is then halted)."""
         try:
             result = self.session.tick()
-        except Exception as exc:  # noqa: BLE001 - the loop's top level: stop safely, report
+        except Exception as exc:
             self._fault(exc)
             return False
         self._took(result)
@@ -327,14 +327,14 @@ class RealtimeRunner:
         """One tick under a latched STOP: the world enters its safe mode; nothing is sent."""
         try:
             self._took(self.session.tick())
-        except Exception as exc:  # noqa: BLE001 - last resort: the world's safe mode directly
+        except Exception as exc:
             log.error("the safe tick failed; entering the world's safe mode directly",
                       exc_info=exc)
             failed = f"safe tick failed: {type(exc).__name__}: {exc}"
             self._error_text = f"{self._error_text}; {failed}" if self._error_text else failed
             try:
                 self.session.world.enter_safe_mode()
-            except Exception as exc2:  # noqa: BLE001
+            except Exception as exc2:
                 log.critical("the world's safe mode failed", exc_info=exc2)
         self._publish()
 
@@ -351,7 +351,7 @@ class RealtimeRunner:
                 continue
             try:
                 future.set_result(fn(self.session))
-            except Exception as exc:  # noqa: BLE001 - a bad request is reported, not fatal
+            except Exception as exc:
                 log.warning("a runner request failed: %s", exc)
                 self._error_text = f"request failed: {type(exc).__name__}: {exc}"
                 future.set_exception(exc)

@@ -32,8 +32,14 @@ from torch import Tensor
 
 from robot_io.errors import SafetyLimitError
 from robot_io.robot_spec import RobotSpec
-from robot_io.types import Command, CommandLimits, JointTargets, Observation, check_shapes
-from robot_io.types import clamp_command
+from robot_io.types import (
+    Command,
+    CommandLimits,
+    JointTargets,
+    Observation,
+    check_shapes,
+    clamp_command,
+)
 
 INVALID_POLICIES = ("raise", "hold")
 

@@ -38,7 +38,6 @@ from teleop_app.devices import retarget
 from teleop_app.devices.errors import DeviceNotFoundError
 
 
-
 @dataclass(frozen=True)
 class GamepadFrame:
     """One raw read of a pad: axes in [-1, 1], buttons 0/1, hats (x, y) in {-1, 0, 1}."""
