@@ -258,7 +258,11 @@ class Session:
         if not self._timed:
             return None
         stamp = self.source.input_time_s()
-        return float("inf") if stamp is None else max(0.0, self.clock() - stamp)
+        if stamp is None:
+            # No input yet (a device still connecting): hold where the robot is, but do not
+            # latch the safe mode; that is for a stream that was live and then went stale.
+            return self.safety.config.stale_after_s
+        return max(0.0, self.clock() - stamp)
 
     def _hold_safe(self, age: float | None) -> TickResult:
         """A latched STOP or safe mode: the world is in its safe mode, nothing is sent."""

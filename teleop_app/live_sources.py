@@ -82,8 +82,18 @@ def _scripted(world: World, seed: int) -> CommandSource:
     return source
 
 
+def _device(name: str) -> SourceFactory:
+    """A teleop device (teleop_app.devices) for one world, on the session's clock."""
+    def factory(world: World, seed: int) -> CommandSource:
+        from teleop_app.devices import make_device
+
+        return make_device(name, num_worlds=world.num_worlds, control_dt_s=world.control_dt_s)
+    return factory
+
+
 SOURCES: dict[str, SourceFactory] = {"hold": _hold, "heuristic": _heuristic,
-                                     "scripted": _scripted}
+                                     "scripted": _scripted, "keyboard": _device("keyboard"),
+                                     "gamepad": _device("gamepad")}
 
 
 def register_source(name: str, factory: SourceFactory, replace: bool = False) -> None:

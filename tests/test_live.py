@@ -260,3 +260,27 @@ def test_config_and_status_helpers_reject_and_summarise() -> None:
     assert summarize_interventions(SafetyCounters(base_clamped=3, stops=1)) == \
         "clamps: base 3; stops 1"
     assert LiveConfig(task="door", time_limit_s=90.0).task_config().time_limit_s == 90.0
+
+
+def test_the_keyboard_device_drives_the_live_world() -> None:
+    """Keys pressed on the GUI side move the commanded hand in the live session."""
+    import time as _time
+
+    from teleop_app.live import LiveConfig, LiveSession
+
+    with LiveSession(LiveConfig(source="keyboard")) as live:
+        keyboard = live.source()
+        keyboard.heartbeat(_time.monotonic())
+        deadline = _time.monotonic() + 60
+        while live.snapshot() is None or live.snapshot().command is None:
+            assert _time.monotonic() < deadline
+            keyboard.heartbeat(_time.monotonic())
+            _time.sleep(0.01)
+        before = live.snapshot().command.hand_pos[0, 1, 0].item()  # right hand x (default hand)
+        keyboard.press("w", _time.monotonic())
+        while live.snapshot().command.hand_pos[0, 1, 0].item() < before + 0.01:
+            assert _time.monotonic() < deadline, "the hand did not move forward"
+            keyboard.heartbeat(_time.monotonic())
+            _time.sleep(0.01)
+        keyboard.release("w", _time.monotonic())
+        assert live.status().source == "keyboard"

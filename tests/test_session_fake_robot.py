@@ -456,3 +456,15 @@ def test_raw_device_inputs_are_recorded_beside_the_commands(robot: RobotSpec,
     from datasets.validate import validate
 
     assert validate(tmp_path / "ds") == []  # NaN raw inputs are not a broken recording
+
+
+def test_a_device_without_input_yet_holds_but_does_not_latch(robot: RobotSpec) -> None:
+    session, fake, teleop, clock = _setup(robot)  # teleop.stamp_s is None: nothing received
+    for _ in range(100):  # 2 s, longer than safe_mode_after_s
+        clock.t += DT
+        result = session.tick()
+    assert result.applied and result.safety is SafetyState.HOLD
+    assert fake.mode == POSITION  # no damping: the robot holds where it is
+    assert float(result.command.base_vel.abs().max()) == 0.0
+    _live_tick(session, teleop, clock, _cmd(vx=0.1))  # the first input: live at once
+    assert session.safety.state is SafetyState.OK
