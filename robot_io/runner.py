@@ -60,9 +60,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 from torch import Tensor
 
-from robot_io.protocols import Clock, CommandSource
+from robot_io.protocols import Clock, CommandSource, ReplayableWorld
 from robot_io.safety import SafetySnapshot
 from robot_io.session import Session, TickResult
 from robot_io.tick_stats import LATE_AFTER_S, RunnerStats, TickStats
@@ -95,6 +96,8 @@ class Snapshot:
         running: the loop is ticking (started, not paused, not closed, not faulted).
         paused: `pause()` holds.
         error: the latest error ("Type: message") of a tick or a request, or None.
+        world_state: world 0's full simulator state (`ReplayableWorld.state()`, for a 3D view
+            that poses its own copy of the model), or None where the world has none (a robot).
     """
 
     tick: int
@@ -116,6 +119,7 @@ class Snapshot:
     running: bool
     paused: bool
     error: str | None
+    world_state: np.ndarray | None = None
 
 
 class RealtimeRunner:
@@ -376,7 +380,9 @@ class RealtimeRunner:
             rate_hz=stats.window_rate_hz(), paced_ticks=stats.count, late_ticks=stats.late,
             jitter_s=stats.last_jitter_s,
             running=self._looping and not (self._closing or self._paused or self._faulted),
-            paused=self._paused, error=self._error_text)
+            paused=self._paused, error=self._error_text,
+            world_state=(session.world.state()[0].copy()
+                         if isinstance(session.world, ReplayableWorld) else None))
 
     def _publish(self) -> None:
         self._latest = self._snapshot()  # one reference swap: readers never wait
