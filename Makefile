@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 MUJOCO_GL ?= egl
 export MUJOCO_GL
 
-.PHONY: venv test demo bench
+.PHONY: venv app-venv test demo bench app
 
 venv: $(STAMP)
 
@@ -22,6 +22,18 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -q $(TORCH_PIP_ARGS) torch==2.13.0
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
 	touch $@
+
+# The desktop app: the app extra (PyQt6, vedo) on top of the project.
+APP_STAMP := $(VENV)/.refine-dp-app-installed
+
+app-venv: $(APP_STAMP)
+
+$(APP_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e '.[app]'
+	touch $@
+
+app: app-venv
+	$(VENV)/bin/refine-dp app
 
 test: venv
 	$(VENV)/bin/python -m pytest -q

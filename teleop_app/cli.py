@@ -6,6 +6,9 @@
                         [--backend mujoco|warp] [--device D]
     refine-dp bench planners [--tasks T...] [--episodes N] [--worlds M] [--seed S] [--threads T]
                              [--json] [CONTROLLER]
+    refine-dp app [--task NAME] [--source S] [--dataset DIR] [--screenshot FILE.png --exit-after S]
+                  [CONTROLLER]
+    refine-dp bench app [--seconds 120] [--task NAME] [--json]      (on a display, e.g. Xvfb)
     refine-dp bench runner [--task NAME] [--seconds S] [--rate-hz HZ] [--source scripted|constant]
                            [--rt-priority P] [--json]
     refine-dp bench recorder [--task NAME] [--worlds N] [--episode-s S] [--threads T]
@@ -132,6 +135,8 @@ COMMANDS: dict[str, Command | Group] = {
                                  "ONNX)", f"{_CTRL}:cmd_export_controller"),
     "eval-controller": Command("evaluate a low-level controller: velocity, foothold and hand "
                                "tracking, falls, latency", f"{_CTRL}:cmd_eval_controller"),
+    "app": Command("the desktop app: drive the T1, record episodes, run planners",
+                   "teleop_app.app_cli:cmd_app"),
     "bench": Group("benchmarks", {
         "sim": Command("batched env vs bare mujoco.batch physics, same process",
                        f"{_SIM}:cmd_bench_sim"),
@@ -140,6 +145,8 @@ COMMANDS: dict[str, Command | Group] = {
                             f"{_SIM}:cmd_bench_recorder"),
         "runner": Command("one world paced in real time: late ticks and jitter",
                           f"{_SIM}:cmd_bench_runner"),
+        "app": Command("the live app under an operator's keys: late ticks, view FPS, key latency",
+                       "teleop_app.app.bench_app:cmd_bench_app"),
         "policy": Command("planner latency per chunk at batch 1 (CPU)",
                           f"{_LEARN}:cmd_bench_policy"),
         "controller-env": Command("controller-training env vs bare physics, same process",

@@ -116,7 +116,7 @@ def test_top_level_help_lists_the_commands_without_importing_torch_or_mujoco() -
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["teleport"], "unknown command 'teleport'; known: tasks, render"),
-    (["bench", "gpu"], "unknown bench command 'gpu'; known: sim, planners, recorder, runner, policy"),
+    (["bench", "gpu"], "unknown bench command 'gpu'; known: sim, planners, recorder, runner, app, policy"),
     ([], "missing COMMAND; choose from tasks, render"),
     (["dataset"], "missing ACTION; choose from info, validate"),
 ])

@@ -24,6 +24,8 @@ from learning.pretrain import PretrainConfig, with_policy
 from learning.rl.finetune import FinetuneConfig
 from robot_io.control import CONTROLLERS, ControllerChoice
 from teleop_app.cli import COMMANDS, Group, find_command, load_handler, settings_type
+from teleop_app.app.bench_app import AppBenchConfig
+from teleop_app.app_cli import AppConfig
 from teleop_app.cli_parsing import parse
 from teleop_app.commands import (
     BackendName,
@@ -104,6 +106,8 @@ LEAST: dict[tuple[str, ...], tuple[list[str], Callable[[], Any]]] = {
     ("bench", "planners"): ([], BenchPlannersConfig),
     ("bench", "recorder"): ([], lambda: BenchRecorderCommand(RecorderBenchConfig())),
     ("bench", "runner"): ([], BenchRunnerConfig),
+    ("bench", "app"): ([], AppBenchConfig),
+    ("app",): ([], AppConfig),
     ("bench", "policy"): ([], lambda: BenchPolicyCommand(PolicyBenchConfig())),
     ("bench", "controller-env"): ([], BenchControllerEnvConfig),
     ("dataset", "info"): (["ds"], lambda: DatasetInfoConfig(P("ds"))),
