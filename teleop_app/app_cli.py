@@ -88,6 +88,7 @@ class AppConfig:
         screenshot: write a PNG of the whole window, 3D view included, when --exit-after ends
             the app.
         exit_after: quit after this many seconds (None: run until the window is closed).
+        record: start recording into `dataset` at once (as if Record were pressed).
         seed: the world's randomisation seed.
         threads: physics threads (1 leaves the other cores to the window and the 3D view).
     """
@@ -98,6 +99,7 @@ class AppConfig:
     dataset: Path | None = None
     screenshot: Path | None = None
     exit_after: float | None = None
+    record: bool = False
     seed: int = 0
     threads: int = 1
 
@@ -117,6 +119,8 @@ class AppConfig:
             if Path(self.screenshot).suffix.lower() != ".png":
                 raise ValueError(f"the screenshot is a PNG: give a .png file, got "
                                  f"{self.screenshot}")
+        if self.record and self.dataset is None:
+            raise ValueError("--record needs the dataset folder to record into: give --dataset DIR")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: all CPUs), got {self.threads}")
 
@@ -250,6 +254,8 @@ def cmd_app(cfg: AppConfig) -> int:
         try:
             window.show()
             window.activateWindow()  # the keyboard's heartbeat needs the focus
+            if cfg.record:
+                window.record()
             if cfg.exit_after is not None:
                 QTimer.singleShot(round(1e3 * cfg.exit_after), finish)
             app.exec()

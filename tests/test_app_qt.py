@@ -476,3 +476,45 @@ def test_refine_dp_app_writes_a_screenshot_of_the_window_and_exits(qapp, tmp_pat
                for y in range(image.height() // 8, image.height() * 7 // 8, 16)}
     assert len(colours) > 50
     assert not (tmp_path / "config" / "app.json").exists()  # scripted runs save no settings
+
+
+@pytest.mark.qt
+def test_sigkill_of_the_app_mid_recording_loses_only_the_episode_in_progress(tmp_path) -> None:
+    """A real app process, recording scripted box pickups, killed with SIGKILL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from datasets.dataset import Dataset
+    from datasets.validate import validate
+
+    folder = tmp_path / "ds"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "REFINE_DP_CONFIG_DIR": str(tmp_path),
+           "REFINE_DP_VIEW": "mujoco"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "teleop_app.cli", "app", "--task", "box_pickup", "--source",
+         "scripted", "--dataset", str(folder), "--record", "--exit-after", "600"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        episodes = folder / "episodes"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if episodes.is_dir() and len(list(episodes.glob("*.h5"))) >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [p for p in validate(folder) if p.level == "error"] == []
+    dataset = Dataset.open(folder)
+    kept = dataset.episode_ids()
+    assert len(kept) >= 2
+    for episode_id in kept:  # every finished episode is whole and readable
+        episode = dataset.episode(episode_id)
+        assert episode.attrs.source == "scripted" and episode.attrs.length > 0
+        assert episode["obs/joint_pos"].shape == (episode.attrs.length, 29)
