@@ -8,8 +8,10 @@ window (the keyboard device is the source), is held for a few ticks and released
   jitter p50 / p99 / max, mean tick compute time (`robot_io.runner.RealtimeRunner.stats`);
 - the 3D view: frames rendered per second over the run;
 - key press to applied command: from the moment the key event is delivered to the window to the
-  first published tick whose applied command moved the hand (median, p90, max), polled every
-  millisecond on the GUI thread.
+  end of the first tick whose applied command moved the hand (median, p90, max), seen by a step
+  observer on the loop thread (no polling that would load the GUI thread).
+
+The window runs its own Qt event loop meanwhile, as it does for an operator.
 
 Run it on a display (Xvfb with software GL on a server: `xvfb-run -s "-screen 0 1400x900x24"
 refine-dp bench app --json`); it refuses to run without one, since the point is the real view.
@@ -46,13 +48,39 @@ class AppBenchConfig:
     json: bool = False
 
 
+class _KeyProbe:
+    """A step observer on the loop thread: when the first applied command after a key press
+    moved the right hand (the keyboard's default hand), the latency since the press."""
+
+    def __init__(self) -> None:
+        self.pressed_at: float | None = None
+        self.before = 0.0
+        self.latencies_s: list[float] = []
+
+    def arm(self, pressed_at: float, before: float) -> None:
+        self.before, self.pressed_at = before, pressed_at
+
+    def episode_started(self, start: object) -> None:
+        pass
+
+    def step(self, record: object) -> None:
+        if self.pressed_at is None:
+            return
+        if float(record.command.hand_pos[0, 1, 0]) > self.before + 1e-9:
+            self.latencies_s.append(time.monotonic() - self.pressed_at)
+            self.pressed_at = None
+
+    def episode_ended(self, end: object) -> None:
+        pass
+
+
 def bench_app(cfg: AppBenchConfig) -> dict[str, object]:
     """Run the app for `cfg.seconds` and measure it (see the module docstring).
 
     Raises:
         RefineDpError: no display to open the window on.
     """
-    from PyQt6.QtCore import QElapsedTimer, Qt
+    from PyQt6.QtCore import Qt, QTimer
     from PyQt6.QtTest import QTest
     from PyQt6.QtWidgets import QApplication
 
@@ -63,49 +91,47 @@ def bench_app(cfg: AppBenchConfig) -> dict[str, object]:
     check_display()
     app = QApplication.instance() or QApplication([])
     load_before = os.getloadavg()[0]
+    probe = _KeyProbe()
     with LiveSession(LiveConfig(task=cfg.task, source="keyboard")) as live:
         window = MainWindow(live, save_on_close=False)
         window.resize(cfg.width, cfg.height)
         window.show()
         window.activateWindow()
         _pump(app, 1.0)  # the window is up and the view has drawn its first frames
+        live.world.session.observers.append(probe)  # list append: safe beside the loop
         frames_start, t_start = window.view.frames_rendered, time.monotonic()
-        latencies: list[float] = []
-        clock = QElapsedTimer()
-        next_press = time.monotonic()
-        while time.monotonic() - t_start < cfg.seconds:
-            if time.monotonic() < next_press:
-                _pump(app, min(0.01, next_press - time.monotonic()))
-                continue
-            next_press += cfg.key_period_s
-            before = _right_hand_x(live.snapshot())
-            pressed_at = time.monotonic()
-            QTest.keyPress(window, Qt.Key.Key_W)
-            clock.start()
-            latency = None
-            while clock.elapsed() < 1000 * cfg.hold_s:
-                snap = live.snapshot()
-                if latency is None and snap.time_s >= pressed_at and \
-                        _right_hand_x(snap) > before + 1e-9:
-                    latency = snap.time_s - pressed_at
-                app.processEvents()
-                time.sleep(0.001)
-            QTest.keyRelease(window, Qt.Key.Key_W)
-            if latency is not None:
-                latencies.append(latency)
+        stats_start = live.world.runner.stats()
+
+        def press() -> None:
+            snapshot = live.snapshot()
+            before = float("-inf") if snapshot.command is None else \
+                float(snapshot.command.hand_pos[0, 1, 0])
+            probe.arm(time.monotonic(), before)
+            QTest.keyPress(window, Qt.Key.Key_W)  # delivered now: the window forwards it
+            QTimer.singleShot(round(1e3 * cfg.hold_s),
+                              lambda: QTest.keyRelease(window, Qt.Key.Key_W))
+
+        presses = QTimer()
+        presses.timeout.connect(press)
+        presses.start(round(1e3 * cfg.key_period_s))
+        QTimer.singleShot(round(1e3 * cfg.seconds), app.quit)
+        app.exec()  # the app's own event loop: timers render the view and update the status
+        presses.stop()
         elapsed = time.monotonic() - t_start
         frames = window.view.frames_rendered - frames_start
         stats = live.world.runner.stats()
+        view_name = type(window.view).__name__
         window.close()
         _pump(app, 0.2)
-    lat_ms = np.asarray(latencies) * 1e3
+    lat_ms = np.asarray(probe.latencies_s) * 1e3
     return {
         "task": cfg.task, "seconds": elapsed, "width": cfg.width, "height": cfg.height,
-        "view": type(window.view).__name__, "view_fps": frames / elapsed,
-        "ticks": stats.count, "late": stats.late, "late_fraction": stats.late_fraction,
+        "view": view_name, "view_fps": frames / elapsed,
+        "ticks": stats.ticks - stats_start.ticks, "late": stats.late - stats_start.late,
+        "late_fraction": (stats.late - stats_start.late) / max(1, stats.ticks - stats_start.ticks),
         "jitter_p50_ms": stats.jitter_p50_ms, "jitter_p99_ms": stats.jitter_p99_ms,
         "jitter_max_ms": stats.jitter_max_ms, "compute_mean_ms": stats.compute_mean_ms,
-        "rate_hz": float(stats.rate_hz_measured), "key_presses": len(latencies),
+        "rate_hz": float(stats.rate_hz), "key_presses": len(lat_ms),
         "key_to_command_median_ms": float(np.median(lat_ms)) if len(lat_ms) else None,
         "key_to_command_p90_ms": float(np.percentile(lat_ms, 90)) if len(lat_ms) else None,
         "key_to_command_max_ms": float(lat_ms.max()) if len(lat_ms) else None,
@@ -128,12 +154,6 @@ def format_app_line(result: dict[str, object]) -> str:
 
 def _ms(value: object) -> str:
     return "-" if value is None else f"{value:.1f} ms"
-
-
-def _right_hand_x(snapshot: object) -> float:
-    """The commanded right hand's x (the keyboard moves the right hand by default)."""
-    command = getattr(snapshot, "command", None)
-    return float("-inf") if command is None else float(command.hand_pos[0, 1, 0])
 
 
 def _pump(app: object, seconds: float) -> None:
