@@ -31,7 +31,7 @@ import tyro
 from robot_io.control import ControllerChoice
 from robot_io.errors import RefineDpError
 from teleop_app.controller_args import (CONTROLLER_HELP, RUNTIME_HELP, WEIGHTS_HELP, ControllerName,
-                                        RuntimeName)
+                                        RuntimeName, recorded_or_flags)
 
 if TYPE_CHECKING:  # mujoco and Qt are imported inside the handler only
     from teleop_app.live import LiveConfig, LiveSession
@@ -63,12 +63,7 @@ def saved_or_flags(controller: _SavedName = None, controller_weights: _Weights =
     Raises:
         ValueError: weights or a runtime given without `--controller learned`.
     """
-    if controller is None:
-        if controller_weights is not None or controller_runtime != _DEFAULT.runtime:
-            raise ValueError("--controller-weights and --controller-runtime need "
-                             "--controller learned")
-        return None
-    return ControllerChoice(controller, controller_weights, controller_runtime)
+    return recorded_or_flags(controller, controller_weights, controller_runtime)  # same rules
 
 
 SavedController = Annotated[ControllerChoice | None,
