@@ -183,8 +183,9 @@ class EpisodeRecorder:
         buffers = self._blocks[block]
         for key, value in views.items():
             buffers[key][offset] = value  # the one copy per field and tick
-        for key in self._layout.keys() - views.keys():  # a source without these raw inputs
-            buffers[key][offset] = np.nan
+        if len(views) != len(self._layout):  # a source without the raw inputs recorded so far
+            for key in self._layout.keys() - views.keys():
+                buffers[key][offset] = np.nan
         self._tick += 1
         self.time_in_recorder_s += time.perf_counter() - t0
 

@@ -39,7 +39,7 @@ from learning.ema import EMA
 from learning.features import ObsSpec
 from learning.normalizer import ACTION_MIN_SPAN, OBS_MIN_SPAN, Normalizer
 from learning.planner import Planner
-from learning.progress import TrainingJob
+from learning.progress import TrainingJob, within_job
 from robot_io.tasks import default_config
 
 
@@ -146,10 +146,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True, log: callable = print,
         job: the entered job to report to and take stop requests from (default: one of its own
             for `cfg.out`, which handles SIGTERM).
     """
-    if job is not None:
-        return _pretrain(cfg, job, progress, log)
-    with TrainingJob(cfg.out, "pretrain") as own:
-        return _pretrain(cfg, own, progress, log)
+    return within_job(job, cfg.out, "pretrain", lambda j: _pretrain(cfg, j, progress, log))
 
 
 def _pretrain(cfg: PretrainConfig, job: TrainingJob, progress: bool, log: callable) -> Planner:

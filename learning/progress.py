@@ -45,6 +45,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -211,7 +212,20 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
+T = TypeVar("T")
+
+
 # -- the job -----------------------------------------------------------------------------------
+def within_job(job: TrainingJob | None, run_dir: Path, command: str,
+               body: Callable[[TrainingJob], T], write: bool = True) -> T:
+    """`body(job)` in the caller's entered job, or in a job of its own for `run_dir` (which
+    handles SIGTERM and writes the final status)."""
+    if job is not None:
+        return body(job)
+    with TrainingJob(run_dir, command, write=write) as own:
+        return body(own)
+
+
 class TrainingJob:
     """A training loop's side of the contract, as a context manager.
 

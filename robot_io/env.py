@@ -84,9 +84,6 @@ class BatchedEnv:
         self.harness_eq = m.equality(HARNESS_EQ).id
         self.joint_lower = torch.tensor(r.joint_lower, dtype=torch.float64, device=dev)
         self.joint_upper = torch.tensor(r.joint_upper, dtype=torch.float64, device=dev)
-        band = r.target_band()
-        self.target_lower = torch.tensor(band[0], dtype=torch.float64, device=dev)
-        self.target_upper = torch.tensor(band[1], dtype=torch.float64, device=dev)
         self.default_pose = torch.tensor(r.default_pose, dtype=torch.float64, device=dev)
 
         def sensor(name: str, dim: int) -> slice:

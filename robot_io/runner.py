@@ -154,6 +154,7 @@ class RealtimeRunner:
         if rt_priority is not None and not 1 <= rt_priority <= 99:
             raise ValueError(f"rt_priority must be in 1..99 or None, got {rt_priority}")
         self.session, self.rate_hz, self.period_s = session, rate_hz, 1.0 / rate_hz
+        self._replayable = isinstance(session.world, ReplayableWorld)  # checked once, not per tick
         self.clock, self.sleep = clock, sleep
         self.late_after_s, self.spin_s, self.safe_stop = late_after_s, spin_s, safe_stop
         self.rt_priority, self.realtime = rt_priority, False
@@ -381,8 +382,7 @@ class RealtimeRunner:
             jitter_s=stats.last_jitter_s,
             running=self._looping and not (self._closing or self._paused or self._faulted),
             paused=self._paused, error=self._error_text,
-            world_state=(session.world.state()[0].copy()
-                         if isinstance(session.world, ReplayableWorld) else None))
+            world_state=session.world.state()[0].copy() if self._replayable else None)
 
     def _publish(self) -> None:
         self._latest = self._snapshot()  # one reference swap: readers never wait

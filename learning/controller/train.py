@@ -39,7 +39,7 @@ from learning.checkpoint import (
 )
 from learning.controller.dagger import DaggerConfig, dagger
 from learning.controller.ppo import ActorCritic, PPOConfig, train
-from learning.progress import TrainingJob
+from learning.progress import TrainingJob, within_job
 from robot_io.sim.distributed import rank_info
 from robot_io.sim.render import write_bytes_atomic
 
@@ -137,10 +137,9 @@ def train_controller(cfg: ControllerTrainConfig, progress: bool = True, log=prin
         job: the entered job to report to and take stop requests from (default: one of its own
             for `cfg.out`, which handles SIGTERM; only rank 0 of a distributed run writes).
     """
-    if job is not None:
-        return _train_controller(cfg, job, progress, log)
-    with TrainingJob(cfg.out, "train-controller", write=rank_info().rank == 0) as own:
-        return _train_controller(cfg, own, progress, log)
+    return within_job(job, cfg.out, "train-controller",
+                      lambda j: _train_controller(cfg, j, progress, log),
+                      write=rank_info().rank == 0)
 
 
 def _train_controller(cfg: ControllerTrainConfig, job: TrainingJob, progress: bool,

@@ -46,7 +46,7 @@ from learning.checkpoint import (
 from learning.diffusion.policy import DiffusionPolicy, RegressorPolicy
 from learning.features import ACTION_DIM, ObsSpec
 from learning.planner import Planner
-from learning.progress import TrainingJob
+from learning.progress import TrainingJob, within_job
 from learning.rl.actors import DiffusionActor, MeanRevertingActor, ResidualActor
 from learning.rl.ppo import (
     RewardScaler,
@@ -231,10 +231,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, log=print,
         job: the entered job to report to and take stop requests from (default: one of its own
             for `cfg.out`, which handles SIGTERM).
     """
-    if job is not None:
-        return _finetune(cfg, job, progress, log)
-    with TrainingJob(cfg.out, "finetune") as own:
-        return _finetune(cfg, own, progress, log)
+    return within_job(job, cfg.out, "finetune", lambda j: _finetune(cfg, j, progress, log))
 
 
 def _finetune(cfg: FinetuneConfig, job: TrainingJob, progress: bool, log) -> Planner:
